@@ -1,0 +1,5 @@
+import sys
+
+from fractalpre.cli import main
+
+sys.exit(main())

@@ -1,0 +1,207 @@
+"""Writes a fractal source to disk: an ImageFolder of PNGs or a TFDS (array_record) dataset.
+
+Resumable and shardable: the images are cut into fixed chunks, chunk k belongs to shard k mod n, each
+file is written under a temporary name and renamed, and a re-run skips what is complete. So a killed
+run, re-run with the same arguments, ends byte-identical to an uninterrupted one, and n machines can
+write disjoint parts of one dataset. `manifest.json` (every parameter, the package version, each
+class's IFS) identifies the dataset: a folder holding another manifest is refused.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+import fractalpre
+
+FORMATS = ("png", "tfds")
+MANIFEST = "manifest.json"
+SPLIT = "train"
+
+
+class ExportError(ValueError):
+  """Bad output folder or arguments: reported as one line by the CLI."""
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+  """'i/n' -> (i, n) with 0 <= i < n."""
+  try:
+    i, n = (int(part) for part in spec.split("/"))
+  except ValueError:
+    raise ExportError(f"--shard must look like i/n with integers 0 <= i < n, got {spec!r}") from None
+  if not 0 <= i < n:
+    raise ExportError(f"--shard must look like i/n with integers 0 <= i < n, got {spec!r}")
+  return i, n
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+  """Writes under a temporary name in the same folder, then renames: readers never see a partial file.
+  The temporary name is fixed per target, so a retry after a kill overwrites its leftover."""
+  tmp = path.with_name(f".{path.name}.tmp")
+  with open(tmp, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def manifest(ds) -> dict:
+  """Everything that determines the dataset's bytes, plus each class's IFS (resolving every class)."""
+  classes = []
+  for first in range(0, ds.num_classes, 1024):
+    ids = range(first, min(first + 1024, ds.num_classes))
+    ds.resolve(ids)
+    classes += [ds.class_system(c).to_json() for c in ids]
+  return {"fractalpre_version": fractalpre.__version__, "params": ds.params(), "classes": classes}
+
+
+def check_output(out: Path, expected: dict) -> None:
+  """Refuses a folder that holds another dataset, or that cannot be written; creates nothing."""
+  if out.exists() and not out.is_dir():
+    raise ExportError(f"--out {out} exists and is not a folder")
+  if (out / MANIFEST).exists():
+    try:
+      found = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+      found = None
+    if found != expected:
+      raise ExportError(f"--out {out} holds a dataset with a different manifest; choose another folder")
+  elif out.exists() and any(out.iterdir()):
+    raise ExportError(f"--out {out} is not empty and holds no {MANIFEST}; choose an empty or new folder")
+  ancestor = out
+  while not ancestor.exists():
+    ancestor = ancestor.parent
+  if not ancestor.is_dir():
+    raise ExportError(f"--out {out} cannot be created: {ancestor} is not a folder")
+  if not os.access(ancestor, os.W_OK | os.X_OK):
+    raise ExportError(f"--out {out} is not writable (no write permission on {ancestor})")
+
+
+class ImageFolderWriter:
+  """OUT/<class>/<instance>.png, readable by torchvision/timm ImageFolder."""
+
+  chunk = 256
+
+  def __init__(self, out: Path, ds, workers: int):
+    self.out, self.ds, self.workers = out, ds, workers
+    self.class_digits = max(5, len(str(ds.num_classes - 1)))
+    self.instance_digits = max(5, len(str(ds.instances_per_class - 1)))
+
+  def path(self, index: int) -> Path:
+    c, i = self.ds.locate(index)
+    return self.out / f"{c:0{self.class_digits}d}" / f"{i:0{self.instance_digits}d}.png"
+
+  def done(self, indices: range) -> int:
+    return sum(self.path(i).exists() for i in indices)
+
+  def write(self, indices: range) -> None:
+    todo = [i for i in indices if not self.path(i).exists()]
+    if not todo:
+      return
+    images, _ = self.ds.batch(todo)
+    for c in {self.ds.locate(i)[0] for i in todo}:
+      self.path(c * self.ds.instances_per_class).parent.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(self.workers) as pool:  # PNG encoding releases the GIL
+      list(pool.map(lambda j: write_atomic(self.path(todo[j]), png_bytes(images[j])), range(len(todo))))
+
+  def finish(self, chunks: int) -> None:
+    pass
+
+
+class TfdsWriter:
+  """A TFDS folder (array_record shards + dataset_info.json) for `tfds.builder_from_directory` and
+  `tfds.data_source`. Written without TensorFlow: images are PNG-encoded with Pillow."""
+
+  chunk = 1024
+
+  def __init__(self, out: Path, ds, workers: int):
+    import tensorflow_datasets as tfds  # imported only for this format: it is slow to import
+    self.tfds, self.out, self.ds, self.workers = tfds, out, ds, workers
+    self.name = "fractal_" + ds.name.replace("-", "_")
+    channels = 3 if ds.settings.color else 1
+    size = ds.settings.size
+    self.features = tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(size, size, channels)),
+        "label": tfds.features.ClassLabel(num_classes=ds.num_classes)})
+    self.chunks = math.ceil(len(ds) / self.chunk)
+
+  def path(self, k: int) -> Path:
+    return self.out / f"{self.name}-{SPLIT}.array_record-{k:05d}-of-{self.chunks:05d}"
+
+  def done(self, indices: range) -> int:
+    return len(indices) if self.path(indices.start // self.chunk).exists() else 0
+
+  def write(self, indices: range) -> None:
+    from array_record.python.array_record_module import ArrayRecordWriter
+    path = self.path(indices.start // self.chunk)
+    if path.exists():
+      return
+    images, labels = self.ds.batch(indices)
+
+    def serialize(j):  # a PNG file object: TFDS would otherwise encode it with TensorFlow
+      return self.features.serialize_example({"image": io.BytesIO(png_bytes(images[j])),
+                                              "label": int(labels[j])})
+
+    with ThreadPoolExecutor(self.workers) as pool:
+      records = list(pool.map(serialize, range(len(indices))))
+    tmp = path.with_name(f".{path.name}.tmp")
+    writer = ArrayRecordWriter(str(tmp), "group_size:1")
+    for record in records:
+      writer.write(record)
+    writer.close()
+    os.replace(tmp, path)
+
+  def finish(self, chunks: int) -> None:
+    """Writes the TFDS metadata once every shard file exists (whichever run completes the set)."""
+    if not all(self.path(k).exists() for k in range(chunks)):
+      return
+    lengths = [min(self.chunk, len(self.ds) - k * self.chunk) for k in range(chunks)]
+    split = self.tfds.core.SplitInfo(name=SPLIT, shard_lengths=lengths,
+                                     num_bytes=sum(self.path(k).stat().st_size for k in range(chunks)))
+    self.tfds.folder_dataset.write_metadata(
+        data_dir=self.out, features=self.features, split_infos=[split],
+        filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}", check_data=False,
+        description=f"{self.ds.name} rendered by fractalpre {fractalpre.__version__}; see manifest.json")
+
+
+def export(ds, out: str | os.PathLike, fmt: str = "png", shard: tuple[int, int] = (0, 1), workers: int = 1,
+           progress: bool = True, log: Callable[[str], None] = print) -> int:
+  """Writes this shard's part of `ds` to `out`; returns the number of images it rendered."""
+  if fmt not in FORMATS:
+    raise ExportError(f"--format must be one of {FORMATS}, got {fmt!r}")
+  out = Path(out)
+  spec = manifest(ds)
+  check_output(out, spec)
+  writer = (ImageFolderWriter if fmt == "png" else TfdsWriter)(out, ds, workers)
+  out.mkdir(parents=True, exist_ok=True)
+  if not (out / MANIFEST).exists():
+    write_atomic(out / MANIFEST, json.dumps(spec, indent=1).encode())
+  index, count = shard
+  chunks = math.ceil(len(ds) / writer.chunk)
+  mine = [range(k * writer.chunk, min((k + 1) * writer.chunk, len(ds))) for k in range(index, chunks, count)]
+  total = sum(len(r) for r in mine)
+  done = sum(writer.done(r) for r in mine)
+  rendered = 0
+  with tqdm(total=total, initial=done, unit="img", desc=f"{ds.name} shard {index}/{count}",
+            disable=not progress, smoothing=0.1) as bar:
+    for r in mine:
+      left = len(r) - writer.done(r)
+      if left:
+        writer.write(r)
+        rendered += left
+        bar.update(left)
+  writer.finish(chunks)
+  log(f"{out}: {total} images in shard {index}/{count} ({rendered} rendered now, {total - rendered} already there)")
+  return rendered

@@ -1,0 +1,29 @@
+"""fractalpre: synthetic-data vision pretraining in JAX, and superres: SR data curation."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = re.search(r'__version__ = "([^"]+)"', Path("fractalpre/__init__.py").read_text()).group(1)
+
+setup(
+    name="fractalpre",
+    version=version,
+    description="Fast deterministic fractal datasets (1p-frac, FractalDB) and JAX pretraining",
+    long_description=Path("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["fractalpre", "fractalpre.*", "superres", "superres.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.24",
+        "numba>=0.59",
+        "pillow>=10.0",
+        "tqdm>=4.66",
+        "tensorflow-datasets>=4.9.4",
+        "array-record>=0.5",
+    ],
+    extras_require={
+        "dev": ["pytest>=7.4", "pytest-xdist>=3.5"],
+    },
+    entry_points={"console_scripts": ["fractalpre=fractalpre.cli:main"]},
+)
