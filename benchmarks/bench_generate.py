@@ -11,6 +11,7 @@ import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numba
 
@@ -52,8 +53,7 @@ def main():
       def to_png():
         images, _ = ds.batch(idx)
         with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(threads) as pool:
-          list(pool.map(lambda j: export.write_atomic(
-              __import__("pathlib").Path(tmp) / f"{j}.png", export.png_bytes(images[j])), idx))
+          list(pool.map(lambda j: export.write_atomic(Path(tmp) / f"{j}.png", export.png_bytes(images[j])), idx))
 
       png = rate(to_png, args.images, max(1, args.repeats // 2))
       print(f"| {size} | {threads} | {kernel:.0f} | {batch:.0f} | {png:.0f} |", flush=True)
