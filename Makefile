@@ -24,9 +24,11 @@ demo: setup
 	$(PYTHON) -m fractalpre preview --dataset 1p-frac --count 16 --out $(DEMO_OUT)/preview_1pfrac.png
 	$(PYTHON) -m fractalpre preview --dataset fractaldb --classes 16 --instances 1 --size 224 --count 16 --out $(DEMO_OUT)/preview_fractaldb.png
 	$(PYTHON) -m fractalpre generate --dataset 1p-frac --classes 100 --size 224 --out $(DEMO_OUT)/1pfrac_100
+	$(PYTHON) scripts/pretrain_finetune_demo.py --workdir $(DEMO_OUT)/story
 
 test: setup
 	$(PYTHON) -m pytest -q tests
 
 bench: setup
 	$(PYTHON) benchmarks/bench_generate.py
+	$(PYTHON) benchmarks/bench_train.py

@@ -1,0 +1,56 @@
+"""Orbax checkpoints of the train state plus the input iterator's state, with fallback on damage."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import orbax.checkpoint as ocp
+
+
+class Checkpoints:
+  """Async saves every `every` steps, keeps the newest `keep`. `restore_latest` returns the newest
+  checkpoint that loads; a damaged one is skipped with a warning and the previous one is used."""
+
+  def __init__(self, workdir: str | Path, keep: int = 3):
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True)
+    self.manager = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options,
+                                         item_names=("state", "data"))
+
+  def save(self, step: int, state, data_state: dict) -> None:
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    data=ocp.args.JsonSave(data_state)))
+
+  def restore_latest(self, abstract_state):
+    """(step, state, data_state) of the newest loadable checkpoint, or None when there is none."""
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+        return step, restored["state"], restored["data"]
+      except Exception as e:  # orbax raises many types for damaged files
+        logging.warning("checkpoint at step %d could not be restored (%s: %s); trying the previous one",
+                        step, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+    return None
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def load_params(path: str | Path) -> dict:
+  """The `params` tree of the newest loadable checkpoint under a workdir (or its checkpoints/ folder),
+  as NumPy arrays, without knowing the optimizer that wrote it."""
+  path = Path(path).absolute()
+  directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+  manager = ocp.CheckpointManager(directory, item_names=("state", "data"),
+                                  options=ocp.CheckpointManagerOptions(read_only=True))
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+      return restored["state"]["params"]
+    except Exception as e:
+      logging.warning("checkpoint at step %d of %s could not be restored (%s); trying the previous one",
+                      step, directory, type(e).__name__)
+  raise FileNotFoundError(f"init_from {path} holds no loadable checkpoint")

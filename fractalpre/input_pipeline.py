@@ -1,0 +1,224 @@
+"""Input pipeline on grain: source -> shuffle -> augment -> per-host slice -> batch -> mix -> prefetch.
+
+Sources are random access (`len`, `src[i] -> (uint8 image, int label)`): the fractal and single-image
+sources render on the fly in grain's worker threads (Numba releases the GIL), so pretraining needs no
+dataset on disk. Every random choice is seeded by grain from (seed, element index), so the batch at a
+given step is a pure function of the config, and the iterator's state (`get_state`, checkpointed with the
+model) puts a resumed run on exactly the batches it would have seen.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+from PIL import Image
+
+MEAN, STD = 0.5, 0.5
+
+
+# ----------------------------------------------------------------------------------------- sources
+class Digits:
+  """scikit-learn's 1797 real 8x8 handwritten digits: a fixed stratified split (test_fraction), and
+  optionally only the first `labels_per_class` training images of each class (few-label fine-tuning)."""
+
+  num_classes = 10
+
+  def __init__(self, split: str = "train", labels_per_class: int | None = None, test_fraction: float = 0.5,
+               seed: int = 0):
+    from sklearn.datasets import load_digits
+    if split not in ("train", "test"):
+      raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    data = load_digits()
+    images = np.round(data.images * (255 / 16)).astype(np.uint8)
+    order = np.random.default_rng(seed).permutation(len(images))
+    picked = []
+    for c in range(10):
+      members = order[data.target[order] == c]
+      cut = int(round(len(members) * (1 - test_fraction)))
+      members = members[:cut] if split == "train" else members[cut:]
+      if split == "train" and labels_per_class is not None:
+        if not 1 <= labels_per_class <= cut:
+          raise ValueError(f"labels_per_class must be in [1, {cut}], got {labels_per_class}")
+        members = members[:labels_per_class]
+      picked.append(members)
+    self.indices = np.sort(np.concatenate(picked))
+    self.images, self.labels = images[self.indices], data.target[self.indices]
+
+  def __len__(self):
+    return len(self.indices)
+
+  def __getitem__(self, i):
+    return self.images[i], int(self.labels[i])
+
+
+class TfdsSource:
+  """A TFDS split through `tfds.data_source` (array_record; no TensorFlow at run time)."""
+
+  def __init__(self, name: str, split: str, data_dir: str | None = None):
+    import tensorflow_datasets as tfds
+    if name.startswith("/") or name.startswith("."):
+      builder = tfds.builder_from_directory(name)
+    else:
+      builder = tfds.builder(name, data_dir=data_dir)
+    self.source = builder.as_data_source(split=split)
+    self.num_classes = builder.info.features["label"].num_classes
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    example = self.source[i]
+    return np.asarray(example["image"]), int(example["label"])
+
+
+def get_source(cfg: ml_collections.ConfigDict, split: str = "train"):
+  """The source a data config names: 1p-frac, fractaldb, 1p-img, digits or tfds."""
+  from fractalpre import datasets, single_image
+  kind = cfg.kind
+  if kind == "1p-frac":
+    return datasets.OnePFrac(num_classes=cfg.num_classes, delta=cfg.get("delta", 0.1), sigma=cfg.get("sigma", 3.5),
+                             size=cfg.render_size, points=cfg.points, seed=cfg.get("seed", 0))
+  if kind == "fractaldb":
+    return datasets.FractalDB(num_classes=cfg.num_classes, instances_per_class=cfg.instances_per_class,
+                              size=cfg.render_size, points=cfg.points, seed=cfg.get("seed", 0))
+  if kind == "1p-img":
+    return single_image.SingleImage(image=cfg.image, num_classes=cfg.num_classes, delta=cfg.get("delta", 0.1),
+                                    size=cfg.render_size, seed=cfg.get("seed", 0),
+                                    rendering=cfg.get("rendering", "gray"))
+  if kind == "digits":
+    return Digits(split, cfg.get("labels_per_class") if split == "train" else None, seed=cfg.get("seed", 0))
+  if kind == "tfds":
+    return TfdsSource(cfg.name, cfg.get(f"{split}_split", split), cfg.get("data_dir"))
+  raise ValueError(f"data.kind must be one of ('1p-frac', 'fractaldb', '1p-img', 'digits', 'tfds'), got {kind!r}")
+
+
+def num_classes(source) -> int:
+  return source.num_classes
+
+
+# ----------------------------------------------------------------------------------------- augmentation
+@dataclasses.dataclass(frozen=True)
+class Augment:
+  """Per-image ops of the 1p-frac recipe; each switchable. Output: float32 (size, size, 3), normalised."""
+  image_size: int
+  crop_scale: tuple[float, float] | None = (0.08, 1.0)
+  crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+  hflip: float = 0.5
+  vflip: float = 0.5
+
+  def __call__(self, example, rng: np.random.Generator):
+    image, label = example
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+      image = image[..., 0]
+    h, w = image.shape[:2]
+    box = (0, 0, w, h)
+    if self.crop_scale is not None:
+      box = self._crop_box(h, w, rng)
+    pil = Image.fromarray(image).convert("RGB")
+    out = np.asarray(pil.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR, box=box))
+    if rng.random() < self.hflip:
+      out = out[:, ::-1]
+    if rng.random() < self.vflip:
+      out = out[::-1]
+    return normalise(out), label
+
+  def _crop_box(self, h, w, rng):
+    """RandomResizedCrop's sampler: area fraction in crop_scale, log-uniform aspect in crop_ratio."""
+    area = h * w
+    log_ratio = np.log(self.crop_ratio)
+    for _ in range(10):
+      target = area * rng.uniform(*self.crop_scale)
+      ratio = np.exp(rng.uniform(*log_ratio))
+      cw, ch = int(round(np.sqrt(target * ratio))), int(round(np.sqrt(target / ratio)))
+      if 0 < cw <= w and 0 < ch <= h:
+        top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        return (left, top, left + cw, top + ch)
+    side = min(h, w)
+    return ((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2)
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+  return ((image.astype(np.float32) / 255.0) - MEAN) / STD
+
+
+def evaluation_view(example, image_size: int):
+  image, label = example
+  image = np.asarray(image)
+  if image.ndim == 3 and image.shape[-1] == 1:
+    image = image[..., 0]
+  pil = Image.fromarray(image).convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+  return normalise(np.asarray(pil)), label
+
+
+@dataclasses.dataclass(frozen=True)
+class MixBatch:
+  """Batch-level targets: one-hot with label smoothing, then mixup or cutmix (one per batch, picked
+  with probability `switch`), as in the 1p-frac recipe (timm's Mixup)."""
+  num_classes: int
+  label_smoothing: float = 0.1
+  mixup: float = 0.0
+  cutmix: float = 0.0
+  switch: float = 0.5
+
+  def __call__(self, batch, rng: np.random.Generator):
+    images, labels = batch
+    targets = np.full((len(labels), self.num_classes), self.label_smoothing / self.num_classes, np.float32)
+    targets[np.arange(len(labels)), labels] += 1.0 - self.label_smoothing
+    use_cutmix = self.cutmix > 0 and (self.mixup == 0 or rng.random() < self.switch)
+    if use_cutmix:
+      lam = rng.beta(self.cutmix, self.cutmix)
+      h, w = images.shape[1:3]
+      ch, cw = int(h * np.sqrt(1 - lam)), int(w * np.sqrt(1 - lam))
+      cy, cx = rng.integers(0, h), rng.integers(0, w)
+      y0, y1 = np.clip([cy - ch // 2, cy + ch // 2], 0, h)
+      x0, x1 = np.clip([cx - cw // 2, cx + cw // 2], 0, w)
+      images = images.copy()
+      images[:, y0:y1, x0:x1] = images[::-1, y0:y1, x0:x1]
+      lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    elif self.mixup > 0:
+      lam = rng.beta(self.mixup, self.mixup)
+      images = lam * images + (1 - lam) * images[::-1]
+    else:
+      return {"image": images, "label": targets}
+    return {"image": images.astype(np.float32), "label": (lam * targets + (1 - lam) * targets[::-1])}
+
+
+def _stack(examples):
+  return np.stack([e[0] for e in examples]), np.array([e[1] for e in examples], np.int64)
+
+
+# ----------------------------------------------------------------------------------------- iterators
+def train_iterator(source, cfg: ml_collections.ConfigDict, global_batch: int, seed: int):
+  """An infinite grain iterator of this host's share of each global batch:
+  {"image": float32 (b, s, s, 3), "label": float32 (b, classes) soft targets}."""
+  hosts, host = jax.process_count(), jax.process_index()
+  if global_batch % hosts:
+    raise ValueError(f"batch_size must be divisible by the {hosts} hosts, got {global_batch}")
+  aug = cfg.augment
+  augment = Augment(cfg.image_size, tuple(aug.crop_scale) if aug.crop_scale else None,
+                    tuple(aug.get("crop_ratio", (3 / 4, 4 / 3))), aug.hflip, aug.vflip)
+  mix = MixBatch(source.num_classes, aug.label_smoothing, aug.mixup, aug.cutmix)
+  ds = (grain.MapDataset.source(source).seed(seed).shuffle().repeat()
+        .random_map(augment)
+        .slice(slice(host, None, hosts))
+        .batch(global_batch // hosts, batch_fn=_stack)
+        .random_map(mix))
+  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.get("workers", 4),
+                                                   prefetch_buffer_size=cfg.get("prefetch", 4))))
+
+
+def eval_batches(source, image_size: int, global_batch: int):
+  """Every example once, in order, in global batches padded to full size; `mask` marks real ones.
+  (Evaluation runs the same sharded program on every host, so each host builds the whole batch.)"""
+  for first in range(0, len(source), global_batch):
+    ids = range(first, min(first + global_batch, len(source)))
+    images, labels = _stack([evaluation_view(source[i], image_size) for i in ids])
+    pad = global_batch - len(ids)
+    mask = np.concatenate([np.ones(len(ids), bool), np.zeros(pad, bool)])
+    images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+    labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+    yield {"image": images, "label": labels, "mask": mask}

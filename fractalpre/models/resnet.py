@@ -1,0 +1,55 @@
+"""ResNet-18 / ResNet-50 (He et al.) in Flax Linen.
+
+BatchNorm statistics are computed over the whole global batch: under `jax.jit` with the batch sharded
+over the mesh, the mean over the batch axis is a cross-device mean, so no explicit `pmean` is needed.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+VARIANTS = {"18": dict(stages=(2, 2, 2, 2), bottleneck=False), "50": dict(stages=(3, 4, 6, 3), bottleneck=True)}
+
+
+class Block(nn.Module):
+  filters: int
+  strides: int
+  bottleneck: bool
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = lambda f, k, s=1: nn.Conv(f, (k, k), strides=s, padding="SAME", use_bias=False, dtype=self.dtype)
+    norm = lambda **kw: nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=jnp.float32, **kw)
+    out_filters = self.filters * (4 if self.bottleneck else 1)
+    if self.bottleneck:
+      y = nn.relu(norm()(conv(self.filters, 1)(x)))
+      y = nn.relu(norm()(conv(self.filters, 3, self.strides)(y)))
+      y = norm(scale_init=nn.initializers.zeros)(conv(out_filters, 1)(y))
+    else:
+      y = nn.relu(norm()(conv(self.filters, 3, self.strides)(x)))
+      y = norm(scale_init=nn.initializers.zeros)(conv(out_filters, 3)(y))
+    if x.shape[-1] != out_filters or self.strides != 1:
+      x = norm()(conv(out_filters, 1, self.strides)(x))
+    return nn.relu(x + y)
+
+
+class ResNet(nn.Module):
+  num_classes: int
+  stages: tuple = (2, 2, 2, 2)
+  bottleneck: bool = False
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    small = images.shape[1] <= 64  # CIFAR-style stem for small inputs
+    x = nn.Conv(64, (3, 3) if small else (7, 7), strides=1 if small else 2, use_bias=False,
+                dtype=self.dtype, name="stem")(images)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=jnp.float32)(x))
+    if not small:
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+    for i, blocks in enumerate(self.stages):
+      for j in range(blocks):
+        x = Block(64 * 2**i, 2 if (j == 0 and i > 0) else 1, self.bottleneck, self.dtype)(x, train)
+    x = x.mean(axis=(1, 2))
+    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=jnp.float32, name="head")(x)

@@ -1,0 +1,243 @@
+"""Trainer: `python -m fractalpre.train --config configs/NAME.py[:arg] --workdir DIR [--config.k=v]`.
+
+Stages, top to bottom: mesh, input, model, optimizer, sharding, update step, checkpoint/resume, evals,
+loop. The step is `jax.jit` over a 1-D `data` mesh with the global batch sharded by NamedSharding and
+the train state replicated (what `pmap` used to do; `jax.pmap` is a legacy wrapper since JAX 0.8).
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
+
+from fractalpre import checkpointing, evaluate, input_pipeline, losses, metric_logging, optim, transfer
+from fractalpre.models import get_model
+
+
+class NonFiniteLoss(RuntimeError):
+  pass
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def model_from_config(config, num_classes: int):
+  return get_model(config.model.name, num_classes, config.get("precision", "fp32"),
+                   **{k: v for k, v in config.model.items() if k != "name"})
+
+
+def init_state(config, model, tx, rng, image_size: int):
+  variables = model.init({"params": rng}, jnp.zeros((1, image_size, image_size, 3)), train=False)
+  params = variables["params"]
+  if config.get("init_from"):
+    params = transfer.merge_pretrained(params, checkpointing.load_params(config.init_from))
+  return {"step": jnp.zeros((), jnp.int32), "params": params,
+          "batch_stats": variables.get("batch_stats", {}), "opt_state": tx.init(params)}
+
+
+def make_train_step(model, tx, rng):
+  """The pure update: one optimizer step on a (globally sharded) batch."""
+
+  def step(state, batch):
+    dropout_rng = jax.random.fold_in(rng, state["step"])
+    has_bn = bool(state["batch_stats"])
+
+    def loss_fn(params):
+      variables = {"params": params, **({"batch_stats": state["batch_stats"]} if has_bn else {})}
+      out = model.apply(variables, batch["image"], train=True, rngs={"dropout": dropout_rng},
+                        mutable=["batch_stats"] if has_bn else False)
+      logits, new_vars = out if has_bn else (out, {})
+      return losses.soft_cross_entropy(logits, batch["label"]), (logits, new_vars)
+
+    (loss, (logits, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(batch["label"], -1))
+    new_state = {"step": state["step"] + 1, "params": params,
+                 "batch_stats": new_vars.get("batch_stats", state["batch_stats"]), "opt_state": opt_state}
+    return new_state, {"loss": loss, "train_accuracy": accuracy,
+                       "grad_norm": jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32) ** 2) for g in jax.tree.leaves(grads)))}
+
+  return step
+
+
+def make_eval_fn(model):
+  def logits_fn(state, images):
+    variables = {"params": state["params"], **({"batch_stats": state["batch_stats"]} if state["batch_stats"] else {})}
+    return model.apply(variables, images, train=False)
+  return logits_fn
+
+
+def evaluate_source(logits_fn, state, source, image_size, global_batch, batch_sharding) -> dict:
+  all_logits, all_labels = [], []
+  for batch in input_pipeline.eval_batches(source, image_size, global_batch):
+    images = jax.make_array_from_process_local_data(batch_sharding, batch["image"]) \
+        if jax.process_count() == 1 else jax.device_put(batch["image"], batch_sharding)
+    logits = np.asarray(jax.device_get(logits_fn(state, images)))
+    all_logits.append(logits[batch["mask"]])
+    all_labels.append(batch["label"][batch["mask"]])
+  return evaluate.classification_metrics(np.concatenate(all_logits), np.concatenate(all_labels))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progress: bool = True) -> dict:
+  """Trains (resuming from the workdir's newest good checkpoint) and returns the final metrics."""
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+
+  # Mesh.
+  mesh = make_mesh()
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P("data"))
+  if config.batch_size % jax.device_count():
+    raise ValueError(f"batch_size must be divisible by the {jax.device_count()} devices, got {config.batch_size}")
+
+  # Input.
+  source = input_pipeline.get_source(config.data, "train")
+  data_cfg = ml_collections.ConfigDict({**config.data.to_dict(), "image_size": config.image_size})
+  train_iter = input_pipeline.train_iterator(source, data_cfg, config.batch_size, config.seed)
+  eval_source = input_pipeline.get_source(config.data, "test") if config.get("eval_every") else None
+
+  # Model, optimizer, state.
+  model = model_from_config(config, source.num_classes)
+  trainable = None
+  if config.get("linear_probe"):
+    trainable = lambda path: path.startswith("['head']")
+  tx = optim.make(config.optim, config.total_steps, trainable)
+  rng = jax.random.key(config.seed)
+  init_rng, step_rng = jax.random.split(rng)
+  state = jax.jit(lambda r: init_state(config, model, tx, r, config.image_size), out_shardings=replicated)(init_rng) \
+      if not config.get("init_from") else jax.device_put(init_state(config, model, tx, init_rng, config.image_size), replicated)
+
+  # Update step, sharded.
+  train_step = jax.jit(make_train_step(model, tx, step_rng), in_shardings=(replicated, batch_sharding),
+                       out_shardings=(replicated, replicated), donate_argnums=0)
+  logits_fn = jax.jit(make_eval_fn(model), in_shardings=(replicated, batch_sharding), out_shardings=replicated)
+
+  # Checkpoint / resume.
+  ckpt = checkpointing.Checkpoints(workdir, config.get("keep_checkpoints", 3))
+  writer = metric_logging.MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state)
+  restored = ckpt.restore_latest(abstract)
+  start = 0
+  if restored is not None:
+    start, state, data_state = restored
+    train_iter.set_state(data_state)
+    writer.truncate(start)
+    if jax.process_index() == 0:
+      print(f"resumed from step {start} in {workdir / 'checkpoints'}", file=sys.stderr)
+
+  # Loop.
+  final = {}
+  bar = tqdm(total=config.total_steps * config.batch_size, initial=start * config.batch_size, unit="img",
+             unit_scale=True, disable=not progress or jax.process_index() != 0, desc=workdir.name)
+  try:
+    for step in range(start + 1, config.total_steps + 1):
+      local = next(train_iter)
+      batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
+      state, metrics = train_step(state, batch)
+      loss = float(metrics["loss"])
+      if not math.isfinite(loss):
+        raise NonFiniteLoss(f"loss is {loss} at step {step}; stopping. The last good checkpoint is kept in "
+                            f"{workdir / 'checkpoints'} (lower optim.lr or set optim.grad_clip_norm)")
+      bar.update(config.batch_size)
+      bar.set_postfix(loss=f"{loss:.4f}")
+      if step % config.log_every == 0 or step == config.total_steps:
+        final = {k: float(v) for k, v in metrics.items()}
+        final["lr"] = float(optim.schedule(config.optim, config.total_steps)(step - 1))
+        writer.write(step, final)
+      if eval_source is not None and (step % config.eval_every == 0 or step == config.total_steps):
+        scores = evaluate_source(logits_fn, state, eval_source, config.image_size, config.batch_size, batch_sharding)
+        writer.write(step, {f"eval_{k}": v for k, v in scores.items()})
+        final.update({f"eval_{k}": v for k, v in scores.items()})
+      if step % config.checkpoint_every == 0 or step == config.total_steps:
+        ckpt.save(step, state, train_iter.get_state())
+  finally:
+    bar.close()
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+  return final
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """'configs/x.py:arg' -> get_config(arg) of that file."""
+  import importlib.util
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("fractalpre_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def unknown_override(argv: list[str]) -> str | None:
+  """A one-line error for the first `--config.key` that the config lacks, naming near matches."""
+  import difflib
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None and "--config" in argv[:-1]:
+    spec = argv[argv.index("--config") + 1]
+  if spec is None:
+    return None
+  keys = set(flatten_keys(load_config(spec)))
+  for a in argv:
+    if a.startswith("--config."):
+      key = a[len("--config."):].split("=", 1)[0]
+      if key not in keys:
+        near = difflib.get_close_matches(key, sorted(keys), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(near)}?" if near else f"; known keys: {', '.join(sorted(keys))}"
+        return f"fractalpre.train: error: unknown config key {key!r}{hint}"
+  return None
+
+
+def flatten_keys(config, prefix=""):
+  for k, v in config.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      yield from flatten_keys(v, f"{prefix}{k}.")
+    else:
+      yield f"{prefix}{k}"
+
+
+def main(argv):
+  from absl import flags
+  from absl import logging as absl_logging
+  del argv
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
+  if flags.FLAGS.distributed:
+    jax.distributed.initialize()
+  config = flags.FLAGS.config
+  try:
+    metrics = train_and_evaluate(config, flags.FLAGS.workdir)
+  except (NonFiniteLoss, ValueError) as e:
+    print(f"fractalpre.train: error: {e}", file=sys.stderr)
+    sys.exit(2 if isinstance(e, ValueError) else 1)
+  if jax.process_index() == 0:
+    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+
+
+def run():
+  from absl import app, flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain_1pfrac_vit.py:runlocal",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "checkpoints, metrics.jsonl and TensorBoard events go here")
+  flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (multi-host GPU / TPU pods)")
+  flags.mark_flags_as_required(["config", "workdir"])
+  error = unknown_override(sys.argv[1:])
+  if error:
+    print(error, file=sys.stderr)
+    sys.exit(2)
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

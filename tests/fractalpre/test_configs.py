@@ -1,0 +1,30 @@
+import pytest
+
+from configs import common
+from fractalpre import models, optim, train
+
+
+@pytest.mark.parametrize("name,arg", [
+    ("pretrain_1pfrac_vit", None), ("pretrain_1pfrac_vit", "runlocal"), ("pretrain_1pfrac_vit", "delta=0.05,sigma=4.0"),
+    ("pretrain_fractaldb_vit", None), ("pretrain_fractaldb_vit", "runlocal"),
+    ("pretrain_1pimg_vit", None), ("pretrain_1pimg_vit", "runlocal,image=camera,rendering=gray"),
+    ("finetune", "dataset=digits,labels_per_class=10"), ("finetune", "dataset=cifar100,data_dir=/data"),
+    ("linear_probe", "dataset=digits"),
+])
+def test_every_config_loads_and_names_known_parts(name, arg):
+  config = train.load_config(f"configs/{name}.py" + (f":{arg}" if arg else ""))
+  assert config.model.name in models.NAMES
+  assert config.optim.optimizer in optim.OPTIMIZERS
+  assert config.batch_size > 0 and config.total_steps > 0
+  for key in ("log_every", "checkpoint_every", "image_size", "seed"):
+    assert key in config
+  if arg and "runlocal" in arg:
+    assert config.image_size == 32 and config.model.name == "vit_cpu"
+
+
+def test_config_arguments_are_typed_and_checked():
+  a = common.parse_arg("runlocal,delta=0.05,classes=64", runlocal=False, delta=0.1, classes=1000)
+  assert a.runlocal is True and a.delta == 0.05 and a.classes == 64
+  with pytest.raises(ValueError, match="unknown config argument 'detla'"):
+    common.parse_arg("detla=1", delta=0.1)
+  assert train.load_config("configs/linear_probe.py:dataset=digits").linear_probe is True

@@ -1,0 +1,126 @@
+import json
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from fractalpre import metric_logging, train
+
+TINY_MODEL = dict(name="vit_cpu", patch=8, width=32, depth=1, mlp_dim=64, heads=2)
+
+
+def tiny_config(**overrides) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.data = ml_collections.ConfigDict(dict(kind="1p-frac", num_classes=16, render_size=16, points=400, seed=0,
+                                          workers=2, prefetch=2))
+  c.data.augment = ml_collections.ConfigDict(dict(crop_scale=(0.3, 1.0), hflip=0.5, vflip=0.5,
+                                                  label_smoothing=0.1, mixup=0.8, cutmix=1.0))
+  c.image_size = 16
+  c.model = ml_collections.ConfigDict(TINY_MODEL)
+  c.batch_size = 16
+  c.total_steps = 2
+  c.optim = ml_collections.ConfigDict(dict(optimizer="adamw", lr=1e-3, weight_decay=0.05, warmup_steps=1))
+  c.log_every = 1
+  c.checkpoint_every = 2
+  c.eval_every = 0
+  c.tensorboard = False
+  c.update_from_flattened_dict(overrides)
+  return c
+
+
+def test_three_steps_on_eight_fake_devices(tmp_path):
+  assert jax.device_count() == 8
+  final = train.train_and_evaluate(tiny_config(total_steps=3, checkpoint_every=3), tmp_path, progress=False)
+  records = metric_logging.read(tmp_path)
+  assert [r["step"] for r in records] == [1, 2, 3]
+  # The head starts at zero and the warm-up's first learning rate is 0, so the predictions of steps 1
+  # and 2 are uniform: loss = ln(L) exactly. Step 3 sees the first real update.
+  assert records[0]["lr"] == 0 and records[1]["lr"] == pytest.approx(1e-3)
+  assert records[0]["loss"] == pytest.approx(math.log(16), abs=1e-5)
+  assert records[1]["loss"] == pytest.approx(math.log(16), abs=1e-5)
+  assert math.isfinite(final["loss"]) and final["loss"] != pytest.approx(math.log(16), abs=1e-6)
+  assert (tmp_path / "checkpoints" / "3").is_dir()
+
+
+def _run_script(workdir, total_steps):
+  return textwrap.dedent(f"""
+      import ml_collections, sys
+      sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
+      from test_train import tiny_config
+      from fractalpre import train
+      train.train_and_evaluate(tiny_config(total_steps={total_steps}, checkpoint_every=3), {str(workdir)!r},
+                               progress=False)
+      """)
+
+
+def test_sigkilled_run_resumes_bit_exact(tmp_path):
+  whole, killed = tmp_path / "whole", tmp_path / "killed"
+  subprocess.run([sys.executable, "-c", _run_script(whole, 14)], check=True, capture_output=True)
+  proc = subprocess.Popen([sys.executable, "-c", _run_script(killed, 14)], stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while time.time() < deadline and len(metric_logging.read(killed)) < 7:
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert 0 < len(metric_logging.read(killed)) < 14
+  subprocess.run([sys.executable, "-c", _run_script(killed, 14)], check=True, capture_output=True)
+  assert metric_logging.read(killed) == metric_logging.read(whole)
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
+  reference = tmp_path / "reference"
+  train.train_and_evaluate(tiny_config(total_steps=6, checkpoint_every=2), reference, progress=False)
+  run = tmp_path / "run"
+  train.train_and_evaluate(tiny_config(total_steps=6, checkpoint_every=2), run, progress=False)
+  for f in (run / "checkpoints" / "6" / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"garbage")
+  train.train_and_evaluate(tiny_config(total_steps=6, checkpoint_every=2), run, progress=False)
+  assert "checkpoint at step 6 could not be restored" in caplog.text
+  assert metric_logging.read(run) == metric_logging.read(reference)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  config = tiny_config(total_steps=8, checkpoint_every=1, **{"optim.lr": 1e30, "optim.warmup_steps": 0})
+  with pytest.raises(train.NonFiniteLoss, match=r"loss is nan at step \d+; stopping"):
+    train.train_and_evaluate(config, tmp_path, progress=False)
+  steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert all(np.isfinite(r["loss"]) for r in metric_logging.read(tmp_path))
+  assert steps == [r["step"] for r in metric_logging.read(tmp_path)][-len(steps):]
+
+
+def test_finetune_loads_pretrained_weights_and_resamples_position_embeddings(tmp_path):
+  from fractalpre import checkpointing
+  train.train_and_evaluate(tiny_config(), tmp_path / "pre", progress=False)
+  config = tiny_config(total_steps=1, checkpoint_every=1, init_from=str(tmp_path / "pre"), image_size=32,
+                       eval_every=1)
+  config.data = ml_collections.ConfigDict(dict(kind="digits", labels_per_class=5, seed=0, workers=1,
+                                               augment=config.data.augment.to_dict()))
+  config.optim.lr = 0.0  # so the fine-tuned weights are the loaded ones
+  final = train.train_and_evaluate(config, tmp_path / "ft", progress=False)
+  pre, ft = checkpointing.load_params(tmp_path / "pre"), checkpointing.load_params(tmp_path / "ft")
+  np.testing.assert_array_equal(ft["block0"]["MlpBlock_0"]["Dense_0"]["kernel"],
+                                pre["block0"]["MlpBlock_0"]["Dense_0"]["kernel"])
+  assert pre["pos_embedding"].shape == (1, 4, 32) and ft["pos_embedding"].shape == (1, 16, 32)
+  assert ft["head"]["kernel"].shape == (32, 10) and not ft["head"]["kernel"].any()
+  # With a zero head and lr 0 the predictions are uniform over the 10 digits.
+  assert final["eval_nll"] == pytest.approx(math.log(10), abs=1e-5)
+  assert 0 <= final["eval_top1"] <= 1
+
+
+def test_unknown_config_key_names_near_matches(tmp_path):
+  argv = ["--config", "configs/finetune.py:dataset=digits", "--workdir", str(tmp_path), "--config.optim.lrr=1"]
+  assert train.unknown_override(argv) == "fractalpre.train: error: unknown config key 'optim.lrr'; did you mean optim.lr?"
+  assert train.unknown_override(argv[:-1] + ["--config.total_steps=3"]) is None
+  result = subprocess.run([sys.executable, "-m", "fractalpre.train", *argv[:-1], "--config.totl_steps=3"],
+                          capture_output=True, text=True)
+  assert result.returncode == 2
+  assert result.stderr.strip() == "fractalpre.train: error: unknown config key 'totl_steps'; did you mean total_steps?"
