@@ -32,9 +32,11 @@ setup(
         "scikit-learn>=1.3",
         "scikit-image>=0.22",
         "matplotlib>=3.7",
+        "scipy>=1.10",
+        "pyarrow>=14",
     ],
     extras_require={
         "dev": ["pytest>=7.4", "pytest-xdist>=3.5"],
     },
-    entry_points={"console_scripts": ["fractalpre=fractalpre.cli:main"]},
+    entry_points={"console_scripts": ["fractalpre=fractalpre.cli:main", "superres=superres.cli:main"]},
 )

@@ -45,7 +45,7 @@ def load_params(path: str | Path) -> dict:
   path = Path(path).absolute()
   directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
   manager = ocp.CheckpointManager(directory, item_names=("state", "data"),
-                                  options=ocp.CheckpointManagerOptions(read_only=True))
+                                  options=ocp.CheckpointManagerOptions(create=False))
   for step in sorted(manager.all_steps(), reverse=True):
     try:
       restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))

@@ -138,42 +138,55 @@ class TfdsWriter:
     self.chunks = math.ceil(len(ds) / self.chunk)
 
   def path(self, k: int) -> Path:
-    return self.out / f"{self.name}-{SPLIT}.array_record-{k:05d}-of-{self.chunks:05d}"
+    return self.out / tfds_shard_name(self.name, k, self.chunks)
 
   def done(self, indices: range) -> int:
     return len(indices) if self.path(indices.start // self.chunk).exists() else 0
 
   def write(self, indices: range) -> None:
-    from array_record.python.array_record_module import ArrayRecordWriter
     path = self.path(indices.start // self.chunk)
     if path.exists():
       return
     images, labels = self.ds.batch(indices)
-
-    def serialize(j):  # a PNG file object: TFDS would otherwise encode it with TensorFlow
-      return self.features.serialize_example({"image": io.BytesIO(png_bytes(images[j])),
-                                              "label": int(labels[j])})
-
-    with ThreadPoolExecutor(self.workers) as pool:
-      records = list(pool.map(serialize, range(len(indices))))
-    tmp = path.with_name(f".{path.name}.tmp")
-    writer = ArrayRecordWriter(str(tmp), "group_size:1")
-    for record in records:
-      writer.write(record)
-    writer.close()
-    os.replace(tmp, path)
+    with ThreadPoolExecutor(self.workers) as pool:  # PNG encoding releases the GIL
+      pngs = list(pool.map(png_bytes, images))
+    # PNG file objects: TFDS would otherwise encode the arrays with TensorFlow.
+    examples = [{"image": io.BytesIO(png), "label": int(label)} for png, label in zip(pngs, labels)]
+    write_tfds_shard(self.features, examples, path, self.workers)
 
   def finish(self, chunks: int) -> None:
     """Writes the TFDS metadata once every shard file exists (whichever run completes the set)."""
-    if not all(self.path(k).exists() for k in range(chunks)):
-      return
-    lengths = [min(self.chunk, len(self.ds) - k * self.chunk) for k in range(chunks)]
-    split = self.tfds.core.SplitInfo(name=SPLIT, shard_lengths=lengths,
-                                     num_bytes=sum(self.path(k).stat().st_size for k in range(chunks)))
-    self.tfds.folder_dataset.write_metadata(
-        data_dir=self.out, features=self.features, split_infos=[split],
-        filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}", check_data=False,
-        description=f"{self.ds.name} rendered by fractalpre {fractalpre.__version__}; see manifest.json")
+    if all(self.path(k).exists() for k in range(chunks)):
+      lengths = [min(self.chunk, len(self.ds) - k * self.chunk) for k in range(chunks)]
+      write_tfds_metadata(self.out, self.features, [self.path(k) for k in range(chunks)], lengths,
+                          f"{self.ds.name} rendered by fractalpre {fractalpre.__version__}; see manifest.json")
+
+
+def tfds_shard_name(name: str, index: int, count: int) -> str:
+  return f"{name}-{SPLIT}.array_record-{index:05d}-of-{count:05d}"
+
+
+def write_tfds_shard(features, examples: list[dict], path: Path, workers: int = 1) -> None:
+  """One array_record shard of serialized examples, written atomically."""
+  from array_record.python.array_record_module import ArrayRecordWriter
+  with ThreadPoolExecutor(workers) as pool:
+    records = list(pool.map(features.serialize_example, examples))
+  tmp = path.with_name(f".{path.name}.tmp")
+  writer = ArrayRecordWriter(str(tmp), "group_size:1")
+  for record in records:
+    writer.write(record)
+  writer.close()
+  os.replace(tmp, path)
+
+
+def write_tfds_metadata(out: Path, features, shards: list[Path], lengths: list[int], description: str) -> None:
+  """dataset_info.json + features.json for a folder of `train` shards, so that
+  `tfds.builder_from_directory(out)` loads it (no TensorFlow needed)."""
+  import tensorflow_datasets as tfds
+  split = tfds.core.SplitInfo(name=SPLIT, shard_lengths=lengths, num_bytes=sum(p.stat().st_size for p in shards))
+  tfds.folder_dataset.write_metadata(data_dir=out, features=features, split_infos=[split],
+                                     filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+                                     check_data=False, description=description)
 
 
 def export(ds, out: str | os.PathLike, fmt: str = "png", shard: tuple[int, int] = (0, 1), workers: int = 1,

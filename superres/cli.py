@@ -1,0 +1,149 @@
+"""`superres score | curate | estimate-quality | report`: SR training-data curation from the shell.
+
+Bad usage prints one line naming the argument and what is allowed, and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from superres import curate, scoring, table
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):
+    print(f"{self.prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _score(args) -> None:
+  scoring.score_folder(args.dir, args.out, args.workers, args.follow_symlinks, args.max_pixels,
+                       progress=not args.quiet)
+  rows = table.read(args.out)
+  errors = sum(1 for r in rows if r.get("error"))
+  print(f"{args.out}: {len(rows)} files, {errors} with errors")
+
+
+def _curate(args) -> None:
+  rows = table.read(args.scores)
+  if args.strata and args.strata_by not in scoring.SCORE_COLUMNS:
+    raise ValueError(f"--strata-by must be one of {scoring.SCORE_COLUMNS}, got {args.strata_by!r}")
+  decisions = curate.decide(rows, args.min_segments, args.max_blockiness, args.min_quality, args.min_megapixels,
+                            args.dedup_threshold if args.dedup else None)
+  if args.strata:
+    curate.stratify(decisions, args.strata_by, args.strata)
+  out = Path(args.out)
+  kept = sum(d["keep"] for d in decisions)
+  if out.suffix in (".csv", ".parquet", ".json"):
+    curate.write_manifest(decisions, out, scoring.COLUMNS)
+  elif args.format == "tfds":
+    _write_tfds(decisions, out)
+  else:
+    curate.write_folder(decisions, out, args.link)
+  print(f"{out}: kept {kept} of {len(decisions)}")
+
+
+def _write_tfds(decisions, out: Path) -> None:
+  """Kept images as one TFDS split (PNG-encoded RGB, the source path, the stratum or -1)."""
+  import tensorflow_datasets as tfds
+
+  from fractalpre import export
+  features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(None, None, 3)),
+                                         "path": tfds.features.Text(), "stratum": tfds.features.Scalar(dtype=np.int64)})
+  kept = [d for d in decisions if d["keep"]]
+  out.mkdir(parents=True, exist_ok=True)
+  shards, lengths, per_shard = [], [], 256
+  count = max(1, -(-len(kept) // per_shard))
+  for k in range(count):
+    part = kept[k * per_shard:(k + 1) * per_shard]
+    path = out / export.tfds_shard_name("superres_curated", k, count)
+    examples = [{"image": io.BytesIO(export.png_bytes(scoring.load_rgb(Path(d["path"]))[0])), "path": d["path"],
+                 "stratum": -1 if d.get("stratum") is None else int(d["stratum"])} for d in part]
+    export.write_tfds_shard(features, examples, path)
+    shards.append(path)
+    lengths.append(len(part))
+  export.write_tfds_metadata(out, features, shards, lengths, "images kept by superres curate")
+
+
+def _estimate(args) -> None:
+  from superres import quality
+  rows = table.read(args.scores)
+  target = np.array([float(r["blockiness"]) for r in rows if r.get("blockiness") not in (None, "")])
+  if args.reference:
+    ref_rows = scoring.score_folder(args.reference, Path(args.reference_scores), progress=False)
+    images = [scoring.load_rgb(Path(r["path"]))[0] for r in ref_rows if not r.get("error")]
+  else:
+    images = quality.bundled_photos()
+  result = quality.estimate(target, quality.reference_scores(images))
+  if args.json:
+    print(json.dumps(result))
+  else:
+    verdict = "keep" if result["quality"] >= args.threshold else "drop"
+    print(f"estimated JPEG quality {100 * result['quality']:.1f} ({verdict} at threshold {100 * args.threshold:.0f}); "
+          + ", ".join(f"KL(q={q})={d:.3f}" for q, d in result["kl"].items()))
+
+
+def _report(args) -> None:
+  from superres import report
+  rows = table.read(args.scores) if Path(args.scores).suffix != ".json" else json.loads(Path(args.scores).read_text())
+  print(report.write_report(rows, args.out))
+
+
+def main(argv=None) -> int:
+  parser = _Parser(prog="superres", description=__doc__)
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+  s = sub.add_parser("score", help="score every image under DIR")
+  s.add_argument("dir", metavar="DIR")
+  s.add_argument("--out", required=True, help="scores.csv or scores.parquet (also the resume cache)")
+  s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+  s.add_argument("--follow-symlinks", action="store_true", help="follow symlinks that leave DIR")
+  s.add_argument("--max-pixels", type=int, default=scoring.DEFAULT_MAX_PIXELS)
+  s.add_argument("--quiet", action="store_true")
+  s.set_defaults(run=_score)
+  c = sub.add_parser("curate", help="keep/drop every image with its reason; write a folder, manifest or TFDS")
+  c.add_argument("scores", metavar="SCORES")
+  c.add_argument("--out", required=True, help="a folder, or a manifest ending in .csv, .parquet or .json")
+  c.add_argument("--format", choices=("folder", "tfds"), default="folder", help="for a folder --out")
+  c.add_argument("--link", choices=curate.LINKS, default="copy")
+  c.add_argument("--min-segments", type=float)
+  c.add_argument("--max-blockiness", type=float)
+  c.add_argument("--min-quality", type=float, help="minimum JPEG quality (non-JPEG files pass)")
+  c.add_argument("--min-megapixels", type=float)
+  c.add_argument("--dedup", action="store_true", help="drop near-duplicates, keeping the largest copy")
+  c.add_argument("--dedup-threshold", type=int, default=10, help="Hamming distance of 64-bit hashes")
+  c.add_argument("--strata", type=int, default=0, help="split kept images into K quantile strata")
+  c.add_argument("--strata-by", default="segments")
+  c.set_defaults(run=_curate)
+  e = sub.add_parser("estimate-quality", help="dataset-level JPEG quality from blockiness (DiverSeg)")
+  e.add_argument("scores", metavar="SCORES")
+  e.add_argument("--reference", help="folder of reference images (default: photos bundled with scikit-image)")
+  e.add_argument("--reference-scores", default="reference_scores.csv")
+  e.add_argument("--threshold", type=float, default=0.9)
+  e.add_argument("--json", action="store_true")
+  e.set_defaults(run=_estimate)
+  r = sub.add_parser("report", help="histograms, scatter plots, stratum grids and report.md")
+  r.add_argument("scores", metavar="SCORES", help="a score table or a curation manifest")
+  r.add_argument("--out", required=True)
+  r.set_defaults(run=_report)
+  args = parser.parse_args(argv)
+  try:
+    if getattr(args, "workers", None) is not None and args.workers < 1:
+      raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if getattr(args, "strata", 0) < 0:
+      raise ValueError(f"--strata must be >= 0, got {args.strata}")
+    if getattr(args, "dedup_threshold", 0) is not None and not 0 <= getattr(args, "dedup_threshold", 0) < 64:
+      raise ValueError(f"--dedup-threshold must be in [0, 63], got {args.dedup_threshold}")
+    args.run(args)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"superres {args.command}: error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

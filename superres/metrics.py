@@ -1,0 +1,221 @@
+"""Per-image scores for SR training-data curation; each a pure, vectorised function of an image.
+
+Images are uint8 arrays, (H, W) gray or (H, W, 3) RGB. Facts and formulas: REFERENCE section B.
+"""
+from __future__ import annotations
+
+import io
+from typing import Protocol
+
+import numpy as np
+import scipy.fft
+import scipy.ndimage
+from PIL import Image
+
+
+# ----------------------------------------------------------------------------------------- gray
+def opencv_gray(image: np.ndarray) -> np.ndarray:
+  """OpenCV's 8-bit RGB->gray in integers, (9798 R + 19235 G + 3735 B + 2^14) >> 15, as float64.
+  The exact integer form matters: blockiness is matched to the authors' values to 1e-9."""
+  image = np.asarray(image)
+  if image.ndim == 2:
+    return image.astype(np.float64)
+  rgb = image[..., :3].astype(np.int64)
+  return ((9798 * rgb[..., 0] + 19235 * rgb[..., 1] + 3735 * rgb[..., 2] + (1 << 14)) >> 15).astype(np.float64)
+
+
+# ----------------------------------------------------------------------------------------- blockiness
+def _trimmed(size: int) -> int:
+  """Largest multiple of 8 that leaves at least 4 pixels beyond the block grid."""
+  m = size % 8
+  return size - m if m >= 4 else size - m - 8
+
+
+_DCT8 = scipy.fft.dct(np.eye(8), norm="ortho", axis=0)  # rows: orthonormal DCT-II basis
+
+
+def _block_dct(gray: np.ndarray, n_h: int, n_w: int) -> np.ndarray:
+  """(n_h, n_w, 8, 8) orthonormal 2-D DCT-II of the 8x8 blocks of gray[:8 n_h, :8 n_w]."""
+  blocks = gray[:8 * n_h, :8 * n_w].reshape(n_h, 8, n_w, 8).transpose(0, 2, 1, 3)
+  return np.einsum("ua,ijab,vb->ijuv", _DCT8, blocks, _DCT8, optimize=True)
+
+
+def _v_bar(coef: np.ndarray) -> np.ndarray:
+  """Mean over centre blocks (indices 2 .. n-2) of sqrt((b + c - 2a)^2 + (d + e - 2a)^2), normalised by
+  (n_h - 2)(n_w - 2) as in the authors' code."""
+  n_h, n_w = coef.shape[:2]
+  a = coef[2:n_h - 1, 2:n_w - 1]
+  left, right = coef[2:n_h - 1, 1:n_w - 2], coef[2:n_h - 1, 3:n_w]
+  up, down = coef[1:n_h - 2, 2:n_w - 1], coef[3:n_h, 2:n_w - 1]
+  v = np.sqrt((left + right - 2 * a) ** 2 + (up + down - 2 * a) ** 2)
+  return v.sum(axis=(0, 1)) / ((n_h - 2) * (n_w - 2))
+
+
+def blockiness(image: np.ndarray) -> float:
+  """JPEG blockiness (Bhardwaj & Pankajakshan 2018, as used by DiverSeg): how much more the DCT
+  coefficients of the 8x8 grid vary across block borders than those of the grid shifted by 4 px.
+  Rises with compression. NaN when undefined (flat images: 0/0) or the image is under 36 px a side."""
+  gray = opencv_gray(image)
+  h, w = _trimmed(gray.shape[0]), _trimmed(gray.shape[1])
+  n_h, n_w = h // 8, w // 8
+  if n_h < 4 or n_w < 4:
+    return float("nan")
+  aligned = _v_bar(_block_dct(gray, n_h, n_w))
+  shifted = _v_bar(_block_dct(gray[4:, 4:], n_h, n_w))
+  with np.errstate(divide="ignore", invalid="ignore"):
+    score = np.sum(np.abs((shifted - aligned) / aligned))
+  return float(score) if np.isfinite(score) else float("nan")
+
+
+def blockiness_per_block(image: np.ndarray) -> float:
+  """The same score written as the authors' per-block loop (about 60x slower): the reference that
+  tests and benchmarks compare `blockiness` against."""
+  gray = opencv_gray(image)
+  h, w = _trimmed(gray.shape[0]), _trimmed(gray.shape[1])
+  n_h, n_w = h // 8, w // 8
+  if n_h < 4 or n_w < 4:
+    return float("nan")
+  bars = []
+  for shift in (0, 4):
+    g = gray[shift:, shift:]
+    coef = np.empty((n_h, n_w, 8, 8))
+    for i in range(n_h):
+      for j in range(n_w):
+        coef[i, j] = scipy.fft.dctn(g[8 * i:8 * i + 8, 8 * j:8 * j + 8], norm="ortho")
+    total = np.zeros((8, 8))
+    for i in range(2, n_h - 1):
+      for j in range(2, n_w - 1):
+        for u in range(8):
+          for v in range(8):
+            a, b, c = coef[i, j, u, v], coef[i, j - 1, u, v], coef[i, j + 1, u, v]
+            d, e = coef[i - 1, j, u, v], coef[i + 1, j, u, v]
+            total[u, v] += np.sqrt((b + c - 2 * a) ** 2 + (d + e - 2 * a) ** 2)
+    bars.append(total / ((n_h - 2) * (n_w - 2)))
+  aligned, shifted = bars
+  with np.errstate(divide="ignore", invalid="ignore"):
+    score = sum(abs((shifted[u, v] - aligned[u, v]) / aligned[u, v]) for u in range(8) for v in range(8))
+  return float(score) if np.isfinite(score) else float("nan")
+
+
+# ----------------------------------------------------------------------------------------- JPEG header
+_STD_LUMA = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99])
+
+
+def standard_table(quality: int) -> np.ndarray:
+  """The IJG luminance table scaled for quality q: S = 5000/q (q < 50) or 200 - 2q; max(floor((S T + 50)/100), 1)."""
+  scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+  return np.clip((_STD_LUMA * scale + 50) // 100, 1, 255)
+
+
+def jpeg_quality(quantization: dict | None) -> tuple[float | None, bool]:
+  """(quality, exact) from a JPEG's quantisation tables (Pillow's `image.quantization`): the q whose
+  scaled standard luminance table equals table 0, else the q with the nearest table (exact=False);
+  (None, False) when there are no tables (not a JPEG). Table order (zig-zag or natural) does not matter
+  to the comparison: each standard table is compared as a sorted multiset."""
+  if not quantization:
+    return None, False
+  table = np.sort(np.asarray(quantization[min(quantization)], np.int64).ravel())
+  if table.size != 64:
+    return None, False
+  errors = np.array([np.abs(np.sort(standard_table(q)) - table).sum() for q in range(1, 101)])
+  best = int(np.argmin(errors))
+  return float(best + 1), bool(errors[best] == 0)
+
+
+# ----------------------------------------------------------------------------------------- simple scores
+def sharpness(image: np.ndarray) -> float:
+  """Variance of the Laplacian of the gray image (low = blurry)."""
+  return float(scipy.ndimage.laplace(opencv_gray(image)).var())
+
+
+def entropy(image: np.ndarray) -> float:
+  """Shannon entropy of the 8-bit gray histogram, in bits (0 .. 8)."""
+  counts = np.bincount(opencv_gray(image).astype(np.uint8).ravel(), minlength=256)
+  p = counts[counts > 0] / counts.sum()
+  return float(-(p * np.log2(p)).sum())
+
+
+def flat_fraction(image: np.ndarray, patch: int = 16, max_std: float = 2.0) -> float:
+  """Fraction of non-overlapping patch x patch tiles whose gray standard deviation is below max_std."""
+  gray = opencv_gray(image)
+  h, w = gray.shape[0] // patch * patch, gray.shape[1] // patch * patch
+  if h == 0 or w == 0:
+    return float("nan")
+  tiles = gray[:h, :w].reshape(h // patch, patch, w // patch, patch)
+  return float((tiles.std(axis=(1, 3)) < max_std).mean())
+
+
+def megapixels(image: np.ndarray) -> float:
+  return image.shape[0] * image.shape[1] / 1e6
+
+
+def perceptual_hash(image: np.ndarray) -> int:
+  """64-bit DCT hash: the 8x8 lowest frequencies of the 32x32 gray image, thresholded at their median."""
+  small = np.asarray(Image.fromarray(opencv_gray(image).astype(np.uint8)).resize((32, 32), Image.Resampling.BILINEAR),
+                     np.float64)
+  low = scipy.fft.dctn(small, norm="ortho")[:8, :8].ravel()
+  bits = low > np.median(low)
+  return int(np.packbits(bits).view(">u8")[0])
+
+
+def hamming(a: int, b: int) -> int:
+  return (int(a) ^ int(b)).bit_count()
+
+
+# ----------------------------------------------------------------------------------------- diversity
+class Segmenter(Protocol):
+  """Counts the segments of an RGB uint8 image; the score is within-image diversity."""
+  name: str
+
+  def count(self, image: np.ndarray) -> int: ...
+
+
+class FelzenszwalbSegmenter:
+  """scikit-image's Felzenszwalb graph segmentation at a fixed working area (default 192 x 192 pixels,
+  aspect kept), so counts are comparable across image sizes and cost a few ms per image."""
+
+  name = "felzenszwalb"
+
+  def __init__(self, working_area: int = 192 * 192, scale: float = 100.0, sigma: float = 0.5, min_size: int = 50):
+    self.working_area, self.scale, self.sigma, self.min_size = working_area, scale, sigma, min_size
+
+  def count(self, image: np.ndarray) -> int:
+    import skimage.segmentation
+    h, w = image.shape[:2]
+    factor = np.sqrt(self.working_area / (h * w))
+    size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
+    small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+    labels = skimage.segmentation.felzenszwalb(small, scale=self.scale, sigma=self.sigma, min_size=self.min_size,
+                                               channel_axis=-1 if small.ndim == 3 else None)
+    return int(labels.max() + 1)
+
+
+class SamSegmenter:
+  """Segment Anything's automatic mask generator (as DiverSeg used, ViT-H, keep > 100 masks). Needs the
+  `segment_anything` package and a local weights file; not installed or tested here."""
+
+  name = "sam"
+
+  def __init__(self, checkpoint: str, model_type: str = "vit_h", device: str = "cpu"):
+    try:
+      from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+    except ImportError as e:
+      raise ImportError("the 'sam' segmenter needs `pip install segment-anything` and SAM weights") from e
+    self.generator = SamAutomaticMaskGenerator(sam_model_registry[model_type](checkpoint=checkpoint).to(device))
+
+  def count(self, image: np.ndarray) -> int:
+    return len(self.generator.generate(np.asarray(Image.fromarray(image).convert("RGB"))))
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+  """Pillow's JPEG encoding at `quality` (what the tests and the reference set use)."""
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+  return buf.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+  return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
