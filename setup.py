@@ -34,6 +34,7 @@ setup(
         "matplotlib>=3.7",
         "scipy>=1.10",
         "pyarrow>=14",
+        "threadpoolctl>=3.1",
     ],
     extras_require={
         "dev": ["pytest>=7.4", "pytest-xdist>=3.5"],

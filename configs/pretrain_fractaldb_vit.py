@@ -24,6 +24,8 @@ def get_config(arg=None):
   c.total_steps = 300 * a.classes * a.instances // c.batch_size  # 300 epochs
   c.optim = ml_collections.ConfigDict(dict(optimizer="adamw", lr=1e-3 * c.batch_size / 512, weight_decay=0.05,
                                            warmup_steps=5 * a.classes * a.instances // c.batch_size))
+  # optim.optimizer=lion with lion.comm in fractalpre.parallel.COMMS: sign-compressed data parallelism.
+  c.lion = ml_collections.ConfigDict(dict(comm="", momentum_sync="", sync_pattern=""))
   c.log_every = 100
   c.checkpoint_every = 2000
   c.keep_checkpoints = 3

@@ -9,6 +9,7 @@ model) puts a resumed run on exactly the batches it would have seen.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import grain
 import jax
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 MEAN, STD = 0.5, 0.5
+MIN_SHUFFLE = 1024  # shuffle at least this many elements per epoch (tiny sources are repeated)
 
 
 # ----------------------------------------------------------------------------------------- sources
@@ -202,7 +204,10 @@ def train_iterator(source, cfg: ml_collections.ConfigDict, global_batch: int, se
   augment = Augment(cfg.image_size, tuple(aug.crop_scale) if aug.crop_scale else None,
                     tuple(aug.get("crop_ratio", (3 / 4, 4 / 3))), aug.hflip, aug.vflip)
   mix = MixBatch(source.num_classes, aug.label_smoothing, aug.mixup, aug.cutmix)
-  ds = (grain.MapDataset.source(source).seed(seed).shuffle().repeat()
+  ds = grain.MapDataset.source(source).seed(seed)
+  if len(source) < MIN_SHUFFLE:  # grain's index shuffle costs ~3 ms per element on tiny datasets
+    ds = ds.repeat(math.ceil(MIN_SHUFFLE / len(source)))
+  ds = (ds.shuffle().repeat()
         .random_map(augment)
         .slice(slice(host, None, hosts))
         .batch(global_batch // hosts, batch_fn=_stack)

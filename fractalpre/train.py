@@ -46,30 +46,87 @@ def init_state(config, model, tx, rng, image_size: int):
           "batch_stats": variables.get("batch_stats", {}), "opt_state": tx.init(params)}
 
 
+def compressed_lion(config) -> bool:
+  """Lion with a `lion.comm` mode: the step runs under shard_map with per-device momenta."""
+  return config.optim.optimizer == "lion" and bool(config.get("lion", {}).get("comm"))
+
+
+def make_optimizer(config, mesh, trainable=None):
+  if not compressed_lion(config):
+    return optim.make(config.optim, config.total_steps, trainable)
+  from fractalpre import parallel
+  if trainable is not None:
+    raise ValueError("linear_probe is not supported with lion.comm (compressed Lion)")
+  return parallel.distributed_lion(
+      optim.schedule(config.optim, config.total_steps), b1=config.optim.get("b1", 0.9),
+      b2=config.optim.get("b2", 0.99), weight_decay=config.optim.get("weight_decay", 0.0),
+      comm=config.lion.comm, axis_name="data", momentum_sync=config.lion.get("momentum_sync"),
+      sync_pattern=config.lion.get("sync_pattern"), mesh=mesh)
+
+
+def state_specs(config, state):
+  """PartitionSpecs of the train state: all replicated, except compressed Lion's per-device optimizer
+  state, which has a leading device axis sharded over `data`."""
+  per_device = compressed_lion(config)
+  return {k: jax.tree.map(lambda _: P("data") if (per_device and k == "opt_state") else P(), v)
+          for k, v in state.items()}
+
+
+def replicate_per_device(opt_state, n: int):
+  return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), opt_state)
+
+
+def _loss_and_grads(model, state, batch, dropout_rng):
+  has_bn = bool(state["batch_stats"])
+
+  def loss_fn(params):
+    variables = {"params": params, **({"batch_stats": state["batch_stats"]} if has_bn else {})}
+    out = model.apply(variables, batch["image"], train=True, rngs={"dropout": dropout_rng},
+                      mutable=["batch_stats"] if has_bn else False)
+    logits, new_vars = out if has_bn else (out, {})
+    return losses.soft_cross_entropy(logits, batch["label"]), (logits, new_vars)
+
+  (loss, (logits, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(batch["label"], -1))
+  return loss, accuracy, grads, new_vars.get("batch_stats", state["batch_stats"])
+
+
+def _global_norm(tree):
+  return jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32) ** 2) for g in jax.tree.leaves(tree)))
+
+
 def make_train_step(model, tx, rng):
   """The pure update: one optimizer step on a (globally sharded) batch."""
 
   def step(state, batch):
-    dropout_rng = jax.random.fold_in(rng, state["step"])
-    has_bn = bool(state["batch_stats"])
-
-    def loss_fn(params):
-      variables = {"params": params, **({"batch_stats": state["batch_stats"]} if has_bn else {})}
-      out = model.apply(variables, batch["image"], train=True, rngs={"dropout": dropout_rng},
-                        mutable=["batch_stats"] if has_bn else False)
-      logits, new_vars = out if has_bn else (out, {})
-      return losses.soft_cross_entropy(logits, batch["label"]), (logits, new_vars)
-
-    (loss, (logits, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    loss, accuracy, grads, batch_stats = _loss_and_grads(model, state, batch, jax.random.fold_in(rng, state["step"]))
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(batch["label"], -1))
-    new_state = {"step": state["step"] + 1, "params": params,
-                 "batch_stats": new_vars.get("batch_stats", state["batch_stats"]), "opt_state": opt_state}
-    return new_state, {"loss": loss, "train_accuracy": accuracy,
-                       "grad_norm": jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32) ** 2) for g in jax.tree.leaves(grads)))}
+    new_state = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats, "opt_state": opt_state}
+    return new_state, {"loss": loss, "train_accuracy": accuracy, "grad_norm": _global_norm(grads)}
 
   return step
+
+
+def make_sharded_train_step(model, tx, rng, mesh, specs):
+  """Compressed Lion's update under `jax.shard_map`: each device takes the gradient of its own batch
+  shard and keeps its own momentum; `tx` does the (sign-compressed) communication."""
+
+  def local(state, batch):
+    device_rng = jax.random.fold_in(jax.random.fold_in(rng, state["step"]), jax.lax.axis_index("data"))
+    loss, accuracy, grads, batch_stats = _loss_and_grads(model, state, batch, device_rng)
+    opt_state = jax.tree.map(lambda x: x[0], state["opt_state"])
+    updates, opt_state = tx.update(grads, opt_state, state["params"])
+    params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
+    new_state = {"step": state["step"] + 1, "params": params,
+                 "batch_stats": jax.lax.pmean(batch_stats, "data"),
+                 "opt_state": jax.tree.map(lambda x: x[None], opt_state)}
+    # grad_norm: the mean of the devices' local gradient norms (averaging the gradients themselves
+    # would put an fp32 all-reduce back on the wire).
+    metrics = {"loss": loss, "train_accuracy": accuracy, "grad_norm": _global_norm(grads)}
+    return new_state, jax.lax.pmean(metrics, "data")
+
+  return jax.shard_map(local, mesh=mesh, in_specs=(specs, P("data")), out_specs=(specs, P()), check_vma=False)
 
 
 def make_eval_fn(model):
@@ -113,21 +170,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   trainable = None
   if config.get("linear_probe"):
     trainable = lambda path: path.startswith("['head']")
-  tx = optim.make(config.optim, config.total_steps, trainable)
+  tx = make_optimizer(config, mesh, trainable)
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
-  state = jax.jit(lambda r: init_state(config, model, tx, r, config.image_size), out_shardings=replicated)(init_rng) \
-      if not config.get("init_from") else jax.device_put(init_state(config, model, tx, init_rng, config.image_size), replicated)
+  state = init_state(config, model, tx, init_rng, config.image_size)
+  if compressed_lion(config):
+    state["opt_state"] = replicate_per_device(state["opt_state"], jax.device_count())
+  specs = state_specs(config, state)
+  shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
+  state = jax.device_put(state, shardings)
 
   # Update step, sharded.
-  train_step = jax.jit(make_train_step(model, tx, step_rng), in_shardings=(replicated, batch_sharding),
-                       out_shardings=(replicated, replicated), donate_argnums=0)
-  logits_fn = jax.jit(make_eval_fn(model), in_shardings=(replicated, batch_sharding), out_shardings=replicated)
+  step_fn = make_sharded_train_step(model, tx, step_rng, mesh, specs) if compressed_lion(config) \
+      else make_train_step(model, tx, step_rng)
+  train_step = jax.jit(step_fn, in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
+                       donate_argnums=0)
+  logits_fn = jax.jit(make_eval_fn(model), in_shardings=(shardings, batch_sharding), out_shardings=replicated)
 
   # Checkpoint / resume.
   ckpt = checkpointing.Checkpoints(workdir, config.get("keep_checkpoints", 3))
   writer = metric_logging.MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
   restored = ckpt.restore_latest(abstract)
   start = 0
   if restored is not None:

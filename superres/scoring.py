@@ -82,12 +82,13 @@ def score_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, segmenter=None) 
     return {**row, "error": str(e)}
   quality, exact = metrics.jpeg_quality(info["quantization"] if info["format"] == "JPEG" else None)
   segmenter = segmenter or metrics.FelzenszwalbSegmenter()
+  gray = metrics.opencv_gray(image)  # once: the gray scores accept it in place of the RGB image
   return {**row, "format": info["format"], "width": image.shape[1], "height": image.shape[0],
           "megapixels": metrics.megapixels(image), "jpeg_quality": quality,
           "jpeg_quality_exact": exact if quality is not None else None,
-          "blockiness": metrics.blockiness(image), "sharpness": metrics.sharpness(image),
-          "entropy": metrics.entropy(image), "flat_fraction": metrics.flat_fraction(image),
-          "segments": segmenter.count(image), "phash": f"{metrics.perceptual_hash(image):016x}",
+          "blockiness": metrics.blockiness(gray), "sharpness": metrics.sharpness(gray),
+          "entropy": metrics.entropy(gray), "flat_fraction": metrics.flat_fraction(gray),
+          "segments": segmenter.count(image), "phash": f"{metrics.perceptual_hash(gray):016x}",
           "note": info["note"] or None}
 
 
@@ -116,6 +117,12 @@ def list_files(root: Path, follow_symlinks: bool = False) -> tuple[list[Path], l
 
 def _score(args):
   return score_file(*args)
+
+
+def _one_thread_per_process():
+  """Each worker process is one core's worth: BLAS thread pools would oversubscribe the machine."""
+  from threadpoolctl import threadpool_limits
+  threadpool_limits(1)
 
 
 def score_folder(root: str | os.PathLike, out: str | os.PathLike, workers: int | None = None,
@@ -147,7 +154,7 @@ def score_folder(root: str | os.PathLike, out: str | os.PathLike, workers: int |
 
   with tqdm(total=len(files), initial=len(files) - len(todo), unit="img", disable=not progress) as bar:
     if todo:
-      with ProcessPoolExecutor(workers) as pool:
+      with ProcessPoolExecutor(workers, initializer=_one_thread_per_process) as pool:
         for i, row in enumerate(pool.map(_score, [(p, max_pixels) for p in todo], chunksize=4)):
           rows[row["path"]] = row
           bar.update(1)
