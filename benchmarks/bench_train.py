@@ -17,20 +17,17 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fractalpre import input_pipeline, optim, train
+from fractalpre import input_pipeline, train
 from machine import describe
 
 
-def step_rate(config, steps):
+def median_step_seconds(config, steps, num_classes=None):
+  """Median wall time of the trainer's step on random data, after compilation."""
   mesh = train.make_mesh()
-  replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  model = train.model_from_config(config, config.data.num_classes)
-  tx = optim.make(config.optim, 1000)
-  state = jax.jit(lambda r: train.init_state(config, model, tx, r, config.image_size),
-                  out_shardings=replicated)(jax.random.key(0))
-  step = jax.jit(train.make_train_step(model, tx, jax.random.key(1)), in_shardings=(replicated, sharded),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
-  b, s, n = config.batch_size, config.image_size, config.data.num_classes
+  n = num_classes or config.data.num_classes
+  _, state, _, step = train.build(config, mesh, n)
+  sharded = NamedSharding(mesh, P("data"))
+  b, s = config.batch_size, config.image_size
   batch = {"image": jax.device_put(np.random.default_rng(0).normal(size=(b, s, s, 3)).astype(np.float32), sharded),
            "label": jax.device_put(np.full((b, n), 1.0 / n, np.float32), sharded)}
   state, m = step(state, batch)
@@ -41,7 +38,7 @@ def step_rate(config, steps):
     state, m = step(state, batch)
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t)
-  return b / statistics.median(times)
+  return statistics.median(times)
 
 
 def pipeline_rate(config, batches):
@@ -68,7 +65,7 @@ def main():
   full.data.workers = jax.local_devices()[0].platform == "cpu" and 2 or full.data.workers
   local = train.load_config("configs/pretrain_1pfrac_vit.py:runlocal")
   for name, config in (("ViT-Ti/16", full), ("vit_cpu (runlocal)", local)):
-    step = step_rate(config, args.steps)
+    step = config.batch_size / median_step_seconds(config, args.steps)
     pipe = pipeline_rate(config, max(2, 256 // config.batch_size))
     print(f"| {name} | {config.image_size} | {config.batch_size} | {step:.1f} | {pipe:.0f} ({config.data.workers}) "
           f"| {pipe / step:.1f}x |", flush=True)

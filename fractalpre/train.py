@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -147,6 +146,23 @@ def evaluate_source(logits_fn, state, source, image_size, global_batch, batch_sh
   return evaluate.classification_metrics(np.concatenate(all_logits), np.concatenate(all_labels))
 
 
+def build(config, mesh, num_classes: int, trainable=None):
+  """(model, state placed on the mesh, state shardings, jitted train step) for a config."""
+  model = model_from_config(config, num_classes)
+  tx = make_optimizer(config, mesh, trainable)
+  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+  state = init_state(config, model, tx, init_rng, config.image_size)
+  if compressed_lion(config):
+    state["opt_state"] = replicate_per_device(state["opt_state"], mesh.shape["data"])
+  specs = state_specs(config, state)
+  shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
+  step_fn = make_sharded_train_step(model, tx, step_rng, mesh, specs) if compressed_lion(config) \
+      else make_train_step(model, tx, step_rng)
+  train_step = jax.jit(step_fn, in_shardings=(shardings, NamedSharding(mesh, P("data"))),
+                       out_shardings=(shardings, NamedSharding(mesh, P())), donate_argnums=0)
+  return model, jax.device_put(state, shardings), shardings, train_step
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progress: bool = True) -> dict:
   """Trains (resuming from the workdir's newest good checkpoint) and returns the final metrics."""
   workdir = Path(workdir)
@@ -165,26 +181,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   train_iter = input_pipeline.train_iterator(source, data_cfg, config.batch_size, config.seed)
   eval_source = input_pipeline.get_source(config.data, "test") if config.get("eval_every") else None
 
-  # Model, optimizer, state.
-  model = model_from_config(config, source.num_classes)
-  trainable = None
-  if config.get("linear_probe"):
-    trainable = lambda path: path.startswith("['head']")
-  tx = make_optimizer(config, mesh, trainable)
-  rng = jax.random.key(config.seed)
-  init_rng, step_rng = jax.random.split(rng)
-  state = init_state(config, model, tx, init_rng, config.image_size)
-  if compressed_lion(config):
-    state["opt_state"] = replicate_per_device(state["opt_state"], jax.device_count())
-  specs = state_specs(config, state)
-  shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
-  state = jax.device_put(state, shardings)
-
-  # Update step, sharded.
-  step_fn = make_sharded_train_step(model, tx, step_rng, mesh, specs) if compressed_lion(config) \
-      else make_train_step(model, tx, step_rng)
-  train_step = jax.jit(step_fn, in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
-                       donate_argnums=0)
+  # Model, optimizer, state, sharded update step.
+  trainable = (lambda path: path.startswith("['head']")) if config.get("linear_probe") else None
+  model, state, shardings, train_step = build(config, mesh, source.num_classes, trainable)
   logits_fn = jax.jit(make_eval_fn(model), in_shardings=(shardings, batch_sharding), out_shardings=replicated)
 
   # Checkpoint / resume.

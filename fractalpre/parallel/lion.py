@@ -110,11 +110,16 @@ def _vote_sum(total, count):
   return jnp.where(total > 0, 1, jnp.where(total < 0, -1, tie_break(count)))
 
 
-def vote(c: jnp.ndarray, comm: str, axis_name: str, n: int, count) -> jnp.ndarray:
-  """The agreed update direction (int32, +-1; the same on every device) for one flat fp32 vector c."""
+def vote(c: jnp.ndarray, comm: str, axis_name: str, n: int, count, segments=None) -> jnp.ndarray:
+  """The agreed update direction (int32, +-1; the same on every device) for one flat fp32 vector c.
+  The l*_int8 modes scale each segment (tensor) of c on its own; `segments` lists their sizes."""
   if comm in ("mavo_int8", "l1_int8", "l0_int8", "linf_int8"):
-    q = jnp.sign(c).astype(jnp.int8) if comm == "mavo_int8" else quantize(c, n, comm.split("_")[0])
-    u = _vote_sum(jax.lax.psum(q, axis_name).astype(jnp.int32), count)
+    if comm == "mavo_int8":
+      q = jnp.sign(c).astype(jnp.int8)
+    else:
+      parts = jnp.split(c, np.cumsum(segments)[:-1]) if segments else [c]
+      q = jnp.concatenate([quantize(part, n, comm.split("_")[0]) for part in parts])
+    u = _vote_sum(jax.lax.psum(q, axis_name).astype(jnp.int32), count)  # one s8 all-reduce
   else:
     positive = jnp.where(c == 0, tie_break(count) > 0, c > 0)
     if comm == "mavo_4bit":
@@ -187,14 +192,10 @@ def distributed_lion(learning_rate, b1: float = 0.9, b2: float = 0.99, weight_de
     if comm == "allreduce":
       u = jax.tree.map(lambda x: jnp.sign(x), c)
     else:
-      leaves, tree = jax.tree.flatten(c)
+      leaves, tree = jax.tree.flatten(c)  # one flat vector: one collective per step, not one per tensor
       sizes = [x.size for x in leaves]
-      flat = jnp.concatenate([x.ravel().astype(jnp.float32) for x in leaves]) if comm in ("mavo_int8", "mavo_1bit", "mavo_4bit") else None
-      if flat is not None:
-        u_flat = vote(flat, comm, axis_name, n, count).astype(jnp.float32)
-        parts = jnp.split(u_flat, np.cumsum(sizes)[:-1])
-      else:  # per-tensor scales
-        parts = [vote(x.ravel().astype(jnp.float32), comm, axis_name, n, count).astype(jnp.float32) for x in leaves]
+      flat = jnp.concatenate([x.ravel().astype(jnp.float32) for x in leaves])
+      parts = jnp.split(vote(flat, comm, axis_name, n, count, sizes), np.cumsum(sizes)[:-1])
       u = jax.tree.unflatten(tree, [p.reshape(x.shape).astype(x.dtype) for p, x in zip(parts, leaves)])
     lr = schedule(count)
     if weight_decay and params is not None:
