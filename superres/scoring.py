@@ -8,6 +8,7 @@ alpha, grayscale, animation) get a `note`.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 import warnings
@@ -154,7 +155,9 @@ def score_folder(root: str | os.PathLike, out: str | os.PathLike, workers: int |
 
   with tqdm(total=len(files), initial=len(files) - len(todo), unit="img", disable=not progress) as bar:
     if todo:
-      with ProcessPoolExecutor(workers, initializer=_one_thread_per_process) as pool:
+      # forkserver: forking a process that has started threads (JAX, BLAS) can deadlock.
+      with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
+                               initializer=_one_thread_per_process) as pool:
         for i, row in enumerate(pool.map(_score, [(p, max_pixels) for p in todo], chunksize=4)):
           rows[row["path"]] = row
           bar.update(1)
