@@ -3,7 +3,8 @@ patches, grayscale) at 224 and 512 px, on one thread and on all cores; medians o
 
   python benchmarks/bench_generate.py [--repeats 5] [--images 256]
 
-Rows: `kernel` times `render.render_batch` on resolved class systems; `dataset` times
+Rows: `kernel` times `render.render_batch` on resolved class systems into a reused output buffer
+(`out=`: no page faults); `dataset` times
 `OnePFrac.batch` (keys, systems and the kernel); `png` adds PNG encoding as `fractalpre generate` does.
 """
 import argparse
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numba
+import numpy as np
 
 from fractalpre import datasets, export
 from machine import describe
@@ -47,7 +49,8 @@ def main():
     keys = [ds._instance(c, 0)[2] for c in idx]
     for threads in sorted({1, cores}):
       numba.set_num_threads(threads)
-      kernel = rate(lambda: ds.settings.draw(systems, keys, probs), args.images, args.repeats)
+      buffer = np.empty((args.images, size, size), np.uint8)
+      kernel = rate(lambda: ds.settings.draw(systems, keys, probs, out=buffer), args.images, args.repeats)
       batch = rate(lambda: ds.batch(idx), args.images, args.repeats)
 
       def to_png():

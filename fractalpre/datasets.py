@@ -30,10 +30,10 @@ class RenderSettings:
   def __post_init__(self):
     render.validate(self.size, self.points, self.mode, self.pad, self.color, self.background)
 
-  def draw(self, systems, keys, probabilities=None) -> np.ndarray:
+  def draw(self, systems, keys, probabilities=None, out=None) -> np.ndarray:
     return render.render_batch(systems, keys, size=self.size, points=self.points, mode=self.mode,
                                pad=self.pad, color=self.color, background=self.background,
-                               probabilities=probabilities)
+                               probabilities=probabilities, out=out)
 
 
 @dataclasses.dataclass(frozen=True)

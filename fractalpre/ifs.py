@@ -79,12 +79,13 @@ def map_probabilities(system: np.ndarray) -> np.ndarray:
 
 
 def start_point(system: np.ndarray) -> np.ndarray:
-  """Fixed point of map 1, (I - A_1)^-1 b_1, which lies on the attractor; the origin if I - A_1 is singular."""
-  a, b = system[0, :, :2], system[0, :, 2]
-  m = np.eye(2) - a
-  if abs(np.linalg.det(m)) < 1e-12:
+  """Fixed point of map 1, (I - A_1)^-1 b_1, which lies on the attractor; the origin if I - A_1 is
+  singular. Cramer's rule, written exactly as the renderer's batched version computes it."""
+  a, b, e, c, d, f = np.asarray(system, np.float64)[0].ravel()
+  det = (1 - a) * (1 - d) - b * c
+  if abs(det) < 1e-12:
     return np.zeros(2)
-  return np.linalg.solve(m, b)
+  return np.array([((1 - d) * e + b * f) / det, (c * e + (1 - a) * f) / det])
 
 
 def perturb(system: np.ndarray, delta: float, rng: np.random.Generator,

@@ -143,3 +143,13 @@ def test_bad_settings_are_refused(kwargs, message):
   settings = {"size": 64, "points": 100, **kwargs}
   with pytest.raises(ValueError, match=message):
     render.render(np.zeros((2, 2, 3)), **settings)
+
+
+def test_reused_output_buffer_gives_the_same_images():
+  systems = [ifs.sample_sigma_system(ifs.rng_for(i), 2, 3.5) for i in range(3)]
+  fresh = render.render_batch(systems, [1, 2, 3], size=48, points=2000)
+  buffer = np.full((3, 48, 48), 9, np.uint8)
+  assert render.render_batch(systems, [1, 2, 3], size=48, points=2000, out=buffer) is buffer
+  np.testing.assert_array_equal(buffer, fresh)
+  with pytest.raises(ValueError, match=r"out must be a C-contiguous uint8 array of shape \(3, 48, 48\)"):
+    render.render_batch(systems, [1, 2, 3], size=48, points=2000, out=np.zeros((3, 48, 40), np.uint8))
