@@ -1,0 +1,66 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fractalpre import optim
+
+ESS, WD, H0, B1, B2, LR = 50.0, 1e-3, 0.5, 0.9, 0.99, 0.05
+
+
+def test_matches_the_reference_equations_step_by_step():
+  a = np.array([2.0, 0.5, 1.5], np.float32)
+  grad = lambda theta: a * theta + 0.3  # a quadratic with a linear term
+  tx = optim.ivon(LR, ESS, hess_init=H0, b1=B1, b2=B2, weight_decay=WD)
+  m = jnp.array([1.0, -2.0, 0.5])
+  state = tx.init(m)
+  rm, rg, rh = np.asarray(m, np.float64), np.zeros(3), np.full(3, H0)
+  for t in range(1, 8):
+    theta, state = optim.ivon_sample(jax.random.key(t), m, state, ESS, WD)
+    eps = np.asarray(state.noise, np.float64) * np.sqrt(ESS * (rh + WD))  # the N(0, 1) draw behind it
+    # REFERENCE D, written out:
+    sigma = 1 / np.sqrt(ESS * (rh + WD))
+    r_theta = rm + sigma * eps
+    g_hat = a * r_theta + 0.3
+    h_hat = g_hat * (r_theta - rm) / sigma**2
+    rg = B1 * rg + (1 - B1) * g_hat
+    rh = B2 * rh + (1 - B2) * h_hat + 0.5 * (1 - B2) ** 2 * (rh - h_hat) ** 2 / (rh + WD)
+    rm = rm - LR * (H0 + WD) * ((rg / (1 - B1**t) + WD * rm) / (rh + WD))
+    updates, state = tx.update(grad(theta), state, m)
+    m = m + updates
+    np.testing.assert_allclose(np.asarray(theta), r_theta, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(state.hess), rh, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(m), rm, rtol=1e-4, atol=1e-6)
+
+
+def test_recovers_a_known_diagonal_curvature():
+  a = jnp.array([0.5, 2.0, 8.0])
+  tx = optim.ivon(1e-3, ess=1e4, hess_init=1.0, b2=0.999, weight_decay=0.0)
+  m = jnp.zeros(3)
+  state = tx.init(m)
+
+  @jax.jit
+  def step(key, m, state):
+    theta, state = optim.ivon_sample(key, m, state, 1e4, 0.0)
+    updates, state = tx.update(a * theta, state, m)
+    return m + updates, state
+
+  for t in range(6000):
+    m, state = step(jax.random.key(t), m, state)
+  np.testing.assert_allclose(np.asarray(state.hess), np.asarray(a), rtol=0.05)
+
+
+def test_clip_radius_bounds_the_step():
+  tx = optim.ivon(1.0, ESS, hess_init=1.0, weight_decay=0.0, clip_radius=0.01)
+  m = jnp.zeros(2)
+  state = tx.init(m)
+  _, state = optim.ivon_sample(jax.random.key(0), m, state, ESS, 0.0)
+  updates, _ = tx.update(jnp.array([1e3, -1e3]), state, m)
+  np.testing.assert_allclose(np.abs(np.asarray(updates)), 0.01, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,message", [({"ess": 0}, "ess must be > 0"), ({"ess": 1, "hess_init": 0}, "hess_init must be > 0"),
+                                            ({"ess": 1, "mc_samples": 2}, "mc_samples must be 1")])
+def test_bad_arguments(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    optim.ivon(0.1, **kwargs)
