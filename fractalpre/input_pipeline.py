@@ -97,10 +97,6 @@ def get_source(cfg: ml_collections.ConfigDict, split: str = "train"):
   raise ValueError(f"data.kind must be one of ('1p-frac', 'fractaldb', '1p-img', 'digits', 'tfds'), got {kind!r}")
 
 
-def num_classes(source) -> int:
-  return source.num_classes
-
-
 # ----------------------------------------------------------------------------------------- augmentation
 @dataclasses.dataclass(frozen=True)
 class Augment:
