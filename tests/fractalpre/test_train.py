@@ -148,3 +148,14 @@ def test_compressed_lion_trains_and_restores_per_device_momenta_exactly(tmp_path
       4, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   mu = restored["state"]["opt_state"]["mu"]["head"]["kernel"]
   assert mu.shape[0] == 8 and not np.allclose(mu[0], mu[1])  # per-device momenta, not yet synced at step 4
+
+
+def test_bf16_run_tracks_the_fp32_run(tmp_path):
+  losses = {}
+  for precision in ("fp32", "bf16"):
+    config = tiny_config(total_steps=6, checkpoint_every=6)
+    config.precision = precision
+    train.train_and_evaluate(config, tmp_path / precision, progress=False)
+    losses[precision] = np.array([r["loss"] for r in metric_logging.read(tmp_path / precision)])
+  assert not np.array_equal(losses["bf16"], losses["fp32"])  # bf16 matmuls really ran
+  np.testing.assert_allclose(losses["bf16"], losses["fp32"], rtol=0.02)
