@@ -213,14 +213,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                             f"{workdir / 'checkpoints'} (lower optim.lr or set optim.grad_clip_norm)")
       bar.update(config.batch_size)
       bar.set_postfix(loss=f"{loss:.4f}")
+      record = {}  # one JSON line per logged step, always with `loss`
       if step % config.log_every == 0 or step == config.total_steps:
-        final = {k: float(v) for k, v in metrics.items()}
-        final["lr"] = float(optim.schedule(config.optim, config.total_steps)(step - 1))
-        writer.write(step, final)
+        record = {k: float(v) for k, v in metrics.items()}
+        record["lr"] = float(optim.schedule(config.optim, config.total_steps)(step - 1))
       if eval_source is not None and (step % config.eval_every == 0 or step == config.total_steps):
         scores = evaluate_source(logits_fn, state, eval_source, config.image_size, config.batch_size, batch_sharding)
-        writer.write(step, {f"eval_{k}": v for k, v in scores.items()})
-        final.update({f"eval_{k}": v for k, v in scores.items()})
+        record = {"loss": loss, **record, **{f"eval_{k}": v for k, v in scores.items()}}
+      if record:
+        writer.write(step, record)
+        final.update(record)
       if step % config.checkpoint_every == 0 or step == config.total_steps:
         ckpt.save(step, state, train_iter.get_state())
   finally:

@@ -113,6 +113,8 @@ def test_finetune_loads_pretrained_weights_and_resamples_position_embeddings(tmp
   assert ft["head"]["kernel"].shape == (32, 10) and not ft["head"]["kernel"].any()
   # With a zero head and lr 0 the predictions are uniform over the 10 digits.
   assert final["eval_nll"] == pytest.approx(math.log(10), abs=1e-5)
+  records = metric_logging.read(tmp_path / "ft")
+  assert [r["step"] for r in records] == [1] and "loss" in records[0] and "eval_top1" in records[0]
   assert 0 <= final["eval_top1"] <= 1
 
 
