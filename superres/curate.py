@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from superres import dedup, table
+from superres.metrics import hamming
 
 LINKS = ("copy", "symlink", "hardlink")
 
@@ -53,7 +54,7 @@ def decide(rows: list[dict], min_segments: float | None = None, max_blockiness: 
       for d in members[1:]:
         d["keep"] = False
         d["reason"] = (f"near-duplicate of {members[0]['path']} "
-                       f"(hamming {dedup.hamming(keeper, int(str(d['phash']), 16))})")
+                       f"(hamming {hamming(keeper, int(str(d['phash']), 16))})")
   return out
 
 

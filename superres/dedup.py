@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from superres.metrics import hamming  # noqa: F401  (re-exported for callers)
+from superres.metrics import hamming
 
 
 def _bands(threshold: int) -> list[tuple[int, int]]:

@@ -48,6 +48,7 @@ def load_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarr
       if frames > 1:
         notes.append(f"animated: first of {frames} frames")
       im.load()
+      fmt, quantization = im.format, getattr(im, "quantization", None)  # before any conversion drops them
   except Unreadable:
     raise
   except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -68,8 +69,7 @@ def load_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarr
   if "A" in im.mode or (mode == "P" and "transparency" in im.info):
     notes.append("alpha dropped")
   rgb = np.asarray(im.convert("RGB"))
-  return rgb, {"format": im.format or Image.open(path).format, "quantization": getattr(im, "quantization", None),
-               "note": "; ".join(notes)}
+  return rgb, {"format": fmt, "quantization": quantization, "note": "; ".join(notes)}
 
 
 def score_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, segmenter=None) -> dict:
