@@ -25,7 +25,8 @@ def median_step_seconds(config, steps, num_classes=None):
   """Median wall time of the trainer's step on random data, after compilation."""
   mesh = train.make_mesh()
   n = num_classes or config.data.num_classes
-  _, state, _, step = train.build(config, mesh, n)
+  state, _, step = train.build(config, mesh, train.model_from_config(config, n),
+                              (1, config.image_size, config.image_size, 3))
   sharded = NamedSharding(mesh, P("data"))
   b, s = config.batch_size, config.image_size
   batch = {"image": jax.device_put(np.random.default_rng(0).normal(size=(b, s, s, 3)).astype(np.float32), sharded),

@@ -36,8 +36,8 @@ def model_from_config(config, num_classes: int):
                    **{k: v for k, v in config.model.items() if k != "name"})
 
 
-def init_state(config, model, tx, rng, image_size: int):
-  variables = model.init({"params": rng}, jnp.zeros((1, image_size, image_size, 3)), train=False)
+def init_state(config, model, tx, rng, input_shape: tuple[int, ...]):
+  variables = model.init({"params": rng}, jnp.zeros(input_shape), train=False)
   params = variables["params"]
   if config.get("init_from"):
     params = transfer.merge_pretrained(params, checkpointing.load_params(config.init_from))
@@ -75,45 +75,52 @@ def replicate_per_device(opt_state, n: int):
   return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), opt_state)
 
 
-def _loss_and_grads(model, state, batch, dropout_rng):
+def classification_loss(logits, batch):
+  """Soft-target cross-entropy, plus the batch's top-1 accuracy as a metric."""
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(batch["label"], -1))
+  return losses.soft_cross_entropy(logits, batch["label"]), {"train_accuracy": accuracy}
+
+
+def _loss_and_grads(model, state, batch, dropout_rng, task_loss):
   has_bn = bool(state["batch_stats"])
 
   def loss_fn(params):
     variables = {"params": params, **({"batch_stats": state["batch_stats"]} if has_bn else {})}
     out = model.apply(variables, batch["image"], train=True, rngs={"dropout": dropout_rng},
                       mutable=["batch_stats"] if has_bn else False)
-    logits, new_vars = out if has_bn else (out, {})
-    return losses.soft_cross_entropy(logits, batch["label"]), (logits, new_vars)
+    outputs, new_vars = out if has_bn else (out, {})
+    loss, metrics = task_loss(outputs, batch)
+    return loss, (metrics, new_vars)
 
-  (loss, (logits, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-  accuracy = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(batch["label"], -1))
-  return loss, accuracy, grads, new_vars.get("batch_stats", state["batch_stats"])
+  (loss, (metrics, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+  return loss, metrics, grads, new_vars.get("batch_stats", state["batch_stats"])
 
 
 def _global_norm(tree):
   return jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32) ** 2) for g in jax.tree.leaves(tree)))
 
 
-def make_train_step(model, tx, rng):
+def make_train_step(model, tx, rng, task_loss=classification_loss):
   """The pure update: one optimizer step on a (globally sharded) batch."""
 
   def step(state, batch):
-    loss, accuracy, grads, batch_stats = _loss_and_grads(model, state, batch, jax.random.fold_in(rng, state["step"]))
+    loss, metrics, grads, batch_stats = _loss_and_grads(model, state, batch, jax.random.fold_in(rng, state["step"]),
+                                                        task_loss)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
     new_state = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats, "opt_state": opt_state}
-    return new_state, {"loss": loss, "train_accuracy": accuracy, "grad_norm": _global_norm(grads)}
+    return new_state, {"loss": loss, **metrics, "grad_norm": _global_norm(grads)}
 
   return step
 
 
-def make_sharded_train_step(model, tx, rng, mesh, specs):
+def make_sharded_train_step(model, tx, rng, mesh, specs, task_loss=classification_loss):
   """Compressed Lion's update under `jax.shard_map`: each device takes the gradient of its own batch
   shard and keeps its own momentum; `tx` does the (sign-compressed) communication."""
 
   def local(state, batch):
     device_rng = jax.random.fold_in(jax.random.fold_in(rng, state["step"]), jax.lax.axis_index("data"))
-    loss, accuracy, grads, batch_stats = _loss_and_grads(model, state, batch, device_rng)
+    loss, metrics, grads, batch_stats = _loss_and_grads(model, state, batch, device_rng, task_loss)
     opt_state = jax.tree.map(lambda x: x[0], state["opt_state"])
     updates, opt_state = tx.update(grads, opt_state, state["params"])
     params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
@@ -122,7 +129,7 @@ def make_sharded_train_step(model, tx, rng, mesh, specs):
                  "opt_state": jax.tree.map(lambda x: x[None], opt_state)}
     # grad_norm: the mean of the devices' local gradient norms (averaging the gradients themselves
     # would put an fp32 all-reduce back on the wire).
-    metrics = {"loss": loss, "train_accuracy": accuracy, "grad_norm": _global_norm(grads)}
+    metrics = {"loss": loss, **metrics, "grad_norm": _global_norm(grads)}
     return new_state, jax.lax.pmean(metrics, "data")
 
   return jax.shard_map(local, mesh=mesh, in_specs=(specs, P("data")), out_specs=(specs, P()), check_vma=False)
@@ -145,47 +152,60 @@ def evaluate_source(logits_fn, state, source, image_size, global_batch, batch_sh
   return evaluate.classification_metrics(np.concatenate(all_logits), np.concatenate(all_labels))
 
 
-def build(config, mesh, num_classes: int, trainable=None):
-  """(model, state placed on the mesh, state shardings, jitted train step) for a config."""
-  model = model_from_config(config, num_classes)
+def build(config, mesh, model, input_shape: tuple[int, ...], task_loss=classification_loss, trainable=None):
+  """(state placed on the mesh, state shardings, jitted train step) for a model, the shape of one input
+  (with a batch axis of 1) and the task's loss `task_loss(outputs, batch) -> (loss, metrics)`."""
   tx = make_optimizer(config, mesh, trainable)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-  state = init_state(config, model, tx, init_rng, config.image_size)
+  state = init_state(config, model, tx, init_rng, input_shape)
   if compressed_lion(config):
     state["opt_state"] = replicate_per_device(state["opt_state"], mesh.shape["data"])
   specs = state_specs(config, state)
   shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
-  step_fn = make_sharded_train_step(model, tx, step_rng, mesh, specs) if compressed_lion(config) \
-      else make_train_step(model, tx, step_rng)
+  step_fn = make_sharded_train_step(model, tx, step_rng, mesh, specs, task_loss) if compressed_lion(config) \
+      else make_train_step(model, tx, step_rng, task_loss)
   train_step = jax.jit(step_fn, in_shardings=(shardings, NamedSharding(mesh, P("data"))),
                        out_shardings=(shardings, NamedSharding(mesh, P())), donate_argnums=0)
-  return model, jax.device_put(state, shardings), shardings, train_step
+  return jax.device_put(state, shardings), shardings, train_step
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progress: bool = True) -> dict:
-  """Trains (resuming from the workdir's newest good checkpoint) and returns the final metrics."""
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-
-  # Mesh.
-  mesh = make_mesh()
-  replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P("data"))
+def check_batch(config) -> None:
   if config.batch_size % jax.device_count():
     raise ValueError(f"batch_size must be divisible by the {jax.device_count()} devices, got {config.batch_size}")
 
-  # Input.
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progress: bool = True) -> dict:
+  """Trains a classifier (resuming from the workdir's newest good checkpoint); returns the final metrics."""
+  mesh = make_mesh()
+  batch_sharding = NamedSharding(mesh, P("data"))
+  check_batch(config)
+
   source = input_pipeline.get_source(config.data, "train")
   data_cfg = ml_collections.ConfigDict({**config.data.to_dict(), "image_size": config.image_size})
   train_iter = input_pipeline.train_iterator(source, data_cfg, config.batch_size, config.seed)
   eval_source = input_pipeline.get_source(config.data, "test") if config.get("eval_every") else None
 
-  # Model, optimizer, state, sharded update step.
   trainable = (lambda path: path.startswith("['head']")) if config.get("linear_probe") else None
-  model, state, shardings, train_step = build(config, mesh, source.num_classes, trainable)
-  logits_fn = jax.jit(make_eval_fn(model), in_shardings=(shardings, batch_sharding), out_shardings=replicated)
+  model = model_from_config(config, source.num_classes)
+  state, shardings, train_step = build(config, mesh, model, (1, config.image_size, config.image_size, 3),
+                                       trainable=trainable)
+  logits_fn = jax.jit(make_eval_fn(model), in_shardings=(shardings, batch_sharding),
+                      out_shardings=NamedSharding(mesh, P()))
+  evaluate = None
+  if eval_source is not None:
+    evaluate = lambda state: evaluate_source(logits_fn, state, eval_source, config.image_size, config.batch_size,
+                                             batch_sharding)
+  return fit(config, workdir, state, train_step, train_iter, batch_sharding, evaluate, progress)
 
-  # Checkpoint / resume.
+
+def fit(config, workdir, state, train_step, train_iter, batch_sharding, evaluate=None, progress: bool = True) -> dict:
+  """The loop every task shares: resume from the newest good checkpoint, step, log one metrics line per
+  logged step, evaluate every `eval_every` steps (`evaluate(state) -> {name: value}`), checkpoint the state
+  with the iterator's position, stop on a non-finite loss. Returns the last logged values."""
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    (workdir / "config.json").write_text(config.to_json(indent=1) + "\n")
   ckpt = checkpointing.Checkpoints(workdir, config.get("keep_checkpoints", 3))
   writer = metric_logging.MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
@@ -198,9 +218,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if jax.process_index() == 0:
       print(f"resumed from step {start} in {workdir / 'checkpoints'}", file=sys.stderr)
 
-  # Loop.
   final = {}
-  bar = tqdm(total=config.total_steps * config.batch_size, initial=start * config.batch_size, unit="img",
+  unit = config.get("progress_unit", "img")
+  bar = tqdm(total=config.total_steps * config.batch_size, initial=start * config.batch_size, unit=unit,
              unit_scale=True, disable=not progress or jax.process_index() != 0, desc=workdir.name)
   try:
     for step in range(start + 1, config.total_steps + 1):
@@ -217,9 +237,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       if step % config.log_every == 0 or step == config.total_steps:
         record = {k: float(v) for k, v in metrics.items()}
         record["lr"] = float(optim.schedule(config.optim, config.total_steps)(step - 1))
-      if eval_source is not None and (step % config.eval_every == 0 or step == config.total_steps):
-        scores = evaluate_source(logits_fn, state, eval_source, config.image_size, config.batch_size, batch_sharding)
-        record = {"loss": loss, **record, **{f"eval_{k}": v for k, v in scores.items()}}
+      if evaluate is not None and (step % config.eval_every == 0 or step == config.total_steps):
+        record = {"loss": loss, **record, **{f"eval_{k}": v for k, v in evaluate(state).items()}}
       if record:
         writer.write(step, record)
         final.update(record)
@@ -243,7 +262,7 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg or None)
 
 
-def unknown_override(argv: list[str]) -> str | None:
+def unknown_override(argv: list[str], prog: str = "fractalpre.train") -> str | None:
   """A one-line error for the first `--config.key` that the config lacks, naming near matches."""
   import difflib
   spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
@@ -258,7 +277,7 @@ def unknown_override(argv: list[str]) -> str | None:
       if key not in keys:
         near = difflib.get_close_matches(key, sorted(keys), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(near)}?" if near else f"; known keys: {', '.join(sorted(keys))}"
-        return f"fractalpre.train: error: unknown config key {key!r}{hint}"
+        return f"{prog}: error: unknown config key {key!r}{hint}"
   return None
 
 
@@ -270,35 +289,34 @@ def flatten_keys(config, prefix=""):
       yield f"{prefix}{k}"
 
 
-def main(argv):
-  from absl import flags
-  from absl import logging as absl_logging
-  del argv
-  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
-  if flags.FLAGS.distributed:
-    jax.distributed.initialize()
-  config = flags.FLAGS.config
-  try:
-    metrics = train_and_evaluate(config, flags.FLAGS.workdir)
-  except (NonFiniteLoss, ValueError) as e:
-    print(f"fractalpre.train: error: {e}", file=sys.stderr)
-    sys.exit(2 if isinstance(e, ValueError) else 1)
-  if jax.process_index() == 0:
-    print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-
-
-def run():
+def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train"):
+  """The command line of a trainer: `--config FILE[:arg] --workdir DIR [--distributed] [--config.k=v]`."""
   from absl import app, flags
+  from absl import logging as absl_logging
   from ml_collections import config_flags
   config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain_1pfrac_vit.py:runlocal",
                                   lock_config=True)
-  flags.DEFINE_string("workdir", None, "checkpoints, metrics.jsonl and TensorBoard events go here")
+  flags.DEFINE_string("workdir", None, "checkpoints, metrics.jsonl, config.json and TensorBoard events go here")
   flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (multi-host GPU / TPU pods)")
   flags.mark_flags_as_required(["config", "workdir"])
-  error = unknown_override(sys.argv[1:])
+  error = unknown_override(sys.argv[1:], prog)
   if error:
     print(error, file=sys.stderr)
     sys.exit(2)
+
+  def main(argv):
+    del argv
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
+    if flags.FLAGS.distributed:
+      jax.distributed.initialize()
+    try:
+      metrics = train_fn(flags.FLAGS.config, flags.FLAGS.workdir)
+    except (NonFiniteLoss, ValueError) as e:
+      print(f"{prog}: error: {e}", file=sys.stderr)
+      sys.exit(2 if isinstance(e, ValueError) else 1)
+    if jax.process_index() == 0:
+      print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+
   app.run(main)
 
 

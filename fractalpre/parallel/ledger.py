@@ -90,7 +90,8 @@ def compiled_ops(model_name: str, comm: str, image_size: int = 224) -> list[dict
       optim=dict(optimizer="lion", lr=1e-4, weight_decay=0.1, warmup_steps=0), total_steps=10, seed=0,
       lion=dict(comm=comm, momentum_sync="", sync_pattern=""), model=dict(name=model_name), precision="fp32",
       image_size=image_size))
-  _, state, _, step = train.build(config, train.make_mesh(), 1000)
+  model = train.model_from_config(config, 1000)
+  state, _, step = train.build(config, train.make_mesh(), model, (1, image_size, image_size, 3))
   batch = {"image": jax.ShapeDtypeStruct((n, image_size, image_size, 3), jnp.float32),
            "label": jax.ShapeDtypeStruct((n, 1000), jnp.float32)}
   return collectives(step.lower(state, batch).compile().as_text())
