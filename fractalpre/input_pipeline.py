@@ -193,23 +193,30 @@ def _stack(examples):
 def train_iterator(source, cfg: ml_collections.ConfigDict, global_batch: int, seed: int):
   """An infinite grain iterator of this host's share of each global batch:
   {"image": float32 (b, s, s, 3), "label": float32 (b, classes) soft targets}."""
-  hosts, host = jax.process_count(), jax.process_index()
-  if global_batch % hosts:
-    raise ValueError(f"batch_size must be divisible by the {hosts} hosts, got {global_batch}")
   aug = cfg.augment
   augment = Augment(cfg.image_size, tuple(aug.crop_scale) if aug.crop_scale else None,
                     tuple(aug.get("crop_ratio", (3 / 4, 4 / 3))), aug.hflip, aug.vflip)
   mix = MixBatch(source.num_classes, aug.label_smoothing, aug.mixup, aug.cutmix)
+  return shuffled_batches(source, seed, global_batch, augment, _stack, mix, cfg.get("workers", 4), cfg.get("prefetch", 4))
+
+
+def shuffled_batches(source, seed: int, global_batch: int, example_fn, batch_fn, batch_map=None, workers: int = 4,
+                     prefetch: int = 4):
+  """source -> shuffle (every epoch) -> `example_fn(example, rng)` -> this host's slice -> `batch_fn(list)`
+  -> `batch_map(batch, rng)`, as an infinite, checkpointable grain iterator of per-host batches."""
+  hosts, host = jax.process_count(), jax.process_index()
+  if global_batch % hosts:
+    raise ValueError(f"batch_size must be divisible by the {hosts} hosts, got {global_batch}")
   ds = grain.MapDataset.source(source).seed(seed)
   if len(source) < MIN_SHUFFLE:  # grain's index shuffle costs ~3 ms per element on tiny datasets
     ds = ds.repeat(math.ceil(MIN_SHUFFLE / len(source)))
   ds = (ds.shuffle().repeat()
-        .random_map(augment)
+        .random_map(example_fn)
         .slice(slice(host, None, hosts))
-        .batch(global_batch // hosts, batch_fn=_stack)
-        .random_map(mix))
-  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.get("workers", 4),
-                                                   prefetch_buffer_size=cfg.get("prefetch", 4))))
+        .batch(global_batch // hosts, batch_fn=batch_fn))
+  if batch_map is not None:
+    ds = ds.random_map(batch_map)
+  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=workers, prefetch_buffer_size=prefetch)))
 
 
 def eval_batches(source, image_size: int, global_batch: int):

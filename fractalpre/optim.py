@@ -1,4 +1,5 @@
-"""Optimizers as optax transformations: adamw, lion, sgd with warm-up + cosine built from a config, and
+"""Optimizers as optax transformations: adamw, lion, sgd with warm-up + cosine or step decay built from a
+config, and
 IVON (variational learning with a diagonal curvature estimate)."""
 from __future__ import annotations
 
@@ -12,11 +13,24 @@ import optax
 OPTIMIZERS = ("adamw", "lion", "sgd")
 
 
+SCHEDULES = ("cosine", "step")
+
+
 def schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warm-up from 0 to `lr` over `warmup_steps`, then cosine decay to lr * `min_lr_ratio`."""
+  """Linear warm-up from 0 to `lr` over `warmup_steps`, then (`schedule`) cosine decay to
+  lr * `min_lr_ratio`, or step decay: times `decay_factor` every `decay_every` steps (EDSR's halving)."""
+  kind = cfg.get("schedule", "cosine")
+  if kind not in SCHEDULES:
+    raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {kind!r}")
   warmup = min(cfg.get("warmup_steps", 0), max(total_steps - 1, 0))
-  return optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, max(total_steps, warmup + 1),
-                                            end_value=cfg.lr * cfg.get("min_lr_ratio", 0.0))
+  if kind == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, max(total_steps, warmup + 1),
+                                              end_value=cfg.lr * cfg.get("min_lr_ratio", 0.0))
+  every = cfg.get("decay_every", 0)
+  if every < 1:
+    raise ValueError(f"optim.decay_every must be >= 1 for the step schedule, got {every}")
+  decay = optax.exponential_decay(cfg.lr, every, cfg.get("decay_factor", 0.5), staircase=True)
+  return optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warmup), decay], [warmup])
 
 
 def _decay_mask(params):

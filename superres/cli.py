@@ -94,6 +94,42 @@ def _report(args) -> None:
   print(report.write_report(rows, args.out))
 
 
+def _upscale(args) -> None:
+  """IN (a file or a folder) -> OUT (a PNG file, or a folder of PNGs at the inputs' relative paths, with
+  '.png' appended to names of other formats: a.jpg -> a.jpg.png). Outputs that exist already are kept, so
+  a stopped run continues; unreadable inputs are listed and skipped."""
+  from tqdm import tqdm
+
+  from fractalpre import export
+  from superres import data, upscale
+  src, out = Path(args.input), Path(args.output)
+  if not src.exists():
+    raise ValueError(f"input {str(src)!r} does not exist")
+  if src.is_dir():
+    named = lambda rel: rel if rel.suffix.lower() == ".png" else rel.with_name(rel.name + ".png")
+    pairs = [(p, out / named(p.relative_to(src.resolve()))) for p in data.folder_images(src)]
+    if out.exists() and not out.is_dir():
+      raise ValueError(f"output {str(out)!r} must be a folder when the input is a folder")
+  else:
+    if out.is_dir() or out.suffix.lower() != ".png":
+      raise ValueError(f"output {str(out)!r} must be a .png file when the input is a file")
+    pairs = [(src, out)]
+  upscaler = upscale.load(args.checkpoint, tile=args.tile, overlap=args.overlap, batch=args.batch)
+  todo = [(p, o) for p, o in pairs if not o.exists()]
+  failed = 0
+  for path, target in tqdm(todo, unit="img", disable=args.quiet or len(todo) < 2):
+    try:
+      image = scoring.load_rgb(path)[0]
+    except scoring.Unreadable as e:
+      print(f"{path}: skipped: {e}", file=sys.stderr)
+      failed += 1
+      continue
+    target.parent.mkdir(parents=True, exist_ok=True)
+    export.write_atomic(target, export.png_bytes(upscaler(image)))
+  print(f"{out}: {len(todo) - failed} upscaled x{upscaler.scale}, {len(pairs) - len(todo)} already there, "
+        f"{failed} unreadable")
+
+
 def main(argv=None) -> int:
   parser = _Parser(prog="superres", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -130,6 +166,15 @@ def main(argv=None) -> int:
   r.add_argument("scores", metavar="SCORES", help="a score table or a curation manifest")
   r.add_argument("--out", required=True)
   r.set_defaults(run=_report)
+  u = sub.add_parser("upscale", help="apply a trained SR model (tiled) to an image or a folder")
+  u.add_argument("input", metavar="IN", help="an image file or a folder of images")
+  u.add_argument("output", metavar="OUT", help="a .png file, or a folder when IN is a folder")
+  u.add_argument("--checkpoint", required=True, help="a superres.train workdir")
+  u.add_argument("--tile", type=int, default=128, help="tile size in input pixels")
+  u.add_argument("--overlap", type=int, default=16, help="input pixels kept clear of every tile cut")
+  u.add_argument("--batch", type=int, default=8, help="tiles per model call")
+  u.add_argument("--quiet", action="store_true")
+  u.set_defaults(run=_upscale)
   args = parser.parse_args(argv)
   try:
     if getattr(args, "workers", None) is not None and args.workers < 1:

@@ -1,0 +1,57 @@
+"""SR trainer: `python -m superres.train --config configs/sr_edsr.py[:arg] --workdir DIR [--config.k=v]`.
+
+The pretraining trainer's mesh, sharded update step, optimizer, checkpoint/resume, metrics and progress
+(`fractalpre.train.build` / `fit`) with an L1 loss on LR/HR patch pairs, evaluated by PSNR/SSIM on the Y
+channel of held-out images. The workdir's config.json lets `superres upscale --checkpoint DIR` rebuild
+the model.
+"""
+from __future__ import annotations
+
+import os
+
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from fractalpre import train
+from superres import data, evaluate, upscale
+from superres.models import get_model
+
+
+def l1_loss(outputs, batch):
+  """Mean absolute error on RGB in [0, 1] (EDSR's loss), and the batch's RGB PSNR as a metric."""
+  error = outputs - batch["target"]
+  mse = jnp.mean(error ** 2)
+  return jnp.mean(jnp.abs(error)), {"train_psnr_rgb": -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))}
+
+
+def model_from_config(config):
+  return get_model(config.model.name, config.scale, config.get("precision", "fp32"),
+                   **{k: v for k, v in config.model.items() if k != "name"})
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progress: bool = True) -> dict:
+  """Trains (resuming from the workdir's newest good checkpoint); returns the final metrics, with
+  eval_psnr / eval_ssim (and the bicubic baseline's) when `eval_every` is set."""
+  mesh = train.make_mesh()
+  train.check_batch(config)
+  source = data.get_source(config.data)
+  train_iter = data.train_iterator(source, config.data, config.scale, config.lr_patch, config.batch_size, config.seed)
+  model = model_from_config(config)
+  state, _, train_step = train.build(config, mesh, model, (1, config.lr_patch, config.lr_patch, 3), l1_loss)
+  evaluate_fn = None
+  if config.get("eval_every"):
+    images = data.get_source(config.eval)
+    upscaler = upscale.Upscaler(model, None, config.scale, config.eval.get("tile", 128), config.eval.get("overlap", 16))
+
+    def evaluate_fn(state):
+      upscaler.params = state["params"]
+      return evaluate.evaluate_images(upscaler, [images[i] for i in range(len(images))], config.scale)
+
+  return train.fit(config, workdir, state, train_step, train_iter, NamedSharding(mesh, P("data")), evaluate_fn,
+                   progress)
+
+
+if __name__ == "__main__":
+  train.run(train_and_evaluate, "superres.train")
