@@ -3,9 +3,14 @@
   python -m fractalpre.train --config "configs/finetune.py:dataset=digits,init_from=runs/local" --workdir runs/ft
   python -m fractalpre.train --config "configs/finetune.py:dataset=cifar100,data_dir=~/tensorflow_datasets,init_from=runs/1pfrac_vit,model=vit_ti16" --workdir runs/ft_c100
 
+  python -m fractalpre.train --config "configs/finetune.py:dataset=digits,init_from=runs/local,optimizer=ivon" --workdir runs/ft_ivon
+
 An empty init_from trains from scratch (the baseline). The head is new; position embeddings are
-resampled when the resolution changes. Evaluation reports top-1, NLL and ECE on the test split.
-Arguments: dataset, data_dir, init_from, model, image_size, labels_per_class (digits), steps, batch, lr.
+resampled when the resolution changes. Evaluation reports top-1, NLL and ECE on the test split; with
+optimizer=ivon also at the Bayesian model average of `bma` weight samples (eval_bma_*).
+Arguments: dataset, data_dir, init_from, model, image_size, labels_per_class (digits), steps, batch, lr
+(default 1e-3 for adamw, 0.2 for ivon), optimizer (adamw|ivon), ess (ivon's effective sample size; 0 =
+the training set size), bma.
 """
 import ml_collections
 
@@ -14,7 +19,8 @@ from configs import common
 
 def get_config(arg=None):
   a = common.parse_arg(arg, dataset="digits", data_dir="", init_from="", model="vit_cpu", image_size=32,
-                       labels_per_class=0, steps=300, batch=64, lr=1e-3, linear_probe=False)
+                       labels_per_class=0, steps=300, batch=64, lr=0.0, linear_probe=False, optimizer="adamw", ess=0.0,
+                       bma=8)
   c = ml_collections.ConfigDict()
   c.seed = 0
   if a.dataset == "digits":
@@ -35,8 +41,16 @@ def get_config(arg=None):
   c.precision = "fp32"
   c.batch_size = a.batch
   c.total_steps = a.steps
-  c.optim = ml_collections.ConfigDict(dict(optimizer="adamw", lr=a.lr, weight_decay=0.05,
-                                           warmup_steps=max(a.steps // 10, 1)))
+  if a.optimizer == "ivon":
+    # IVON's recipe (Shen et al. 2024): large lr, small initial curvature, b2 0.99999, clip radius 1e-3,
+    # ess = training set size; each gradient at one weight sample.
+    c.optim = ml_collections.ConfigDict(dict(optimizer="ivon", lr=a.lr or 0.2, ess=a.ess, hess_init=0.1,
+                                             b1=0.9, b2=0.99999, weight_decay=1e-4, clip_radius=1e-3,
+                                             warmup_steps=max(a.steps // 10, 1)))
+  else:
+    c.optim = ml_collections.ConfigDict(dict(optimizer=a.optimizer, lr=a.lr or 1e-3, weight_decay=0.05,
+                                             warmup_steps=max(a.steps // 10, 1)))
+  c.eval_bma_samples = a.bma
   c.log_every = 10
   c.checkpoint_every = max(a.steps // 3, 1)
   c.keep_checkpoints = 2

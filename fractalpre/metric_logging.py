@@ -39,6 +39,9 @@ class MetricWriter:
           self.tb.add_scalar(k, v, step)
       self.tb.flush()
 
+  def read(self) -> list[dict]:
+    return read(self.path.parent)
+
   def close(self) -> None:
     if self.tb is not None:
       self.tb.close()

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-OPTIMIZERS = ("adamw", "lion", "sgd")
+OPTIMIZERS = ("adamw", "lion", "sgd", "ivon")
 
 
 SCHEDULES = ("cosine", "step")
@@ -46,6 +46,11 @@ def make(cfg: ml_collections.ConfigDict, total_steps: int, trainable=None) -> op
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
   lr = schedule(cfg, total_steps)
   wd = cfg.get("weight_decay", 0.0)
+  if name == "ivon":
+    if cfg.get("grad_clip_norm") or trainable is not None:
+      raise ValueError("ivon takes neither optim.grad_clip_norm (use optim.clip_radius) nor linear_probe")
+    return ivon(lr, cfg.ess, cfg.get("hess_init", 1.0), cfg.get("b1", 0.9), cfg.get("b2", 0.99999), wd,
+                cfg.get("clip_radius", float("inf")))
   if name == "adamw":
     opt = optax.adamw(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), weight_decay=wd, mask=_decay_mask)
   elif name == "lion":
@@ -110,6 +115,14 @@ def ivon(learning_rate, ess: float, hess_init: float = 1.0, b1: float = 0.9, b2:
     return pick(0), IvonState(count, pick(1), pick(2), state.noise)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def sampler(cfg: ml_collections.ConfigDict):
+  """For IVON, `sample(key, params, opt_state) -> (theta, opt_state)` with the config's ess and weight
+  decay (the trainer takes each gradient at a sample); None for the other optimizers."""
+  if cfg.optimizer != "ivon":
+    return None
+  return lambda key, params, opt_state: ivon_sample(key, params, opt_state, cfg.ess, cfg.get("weight_decay", 0.0))
 
 
 def ivon_sample(key, params, opt_state: IvonState, ess: float, weight_decay: float = 1e-4):

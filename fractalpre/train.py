@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from fractalpre import checkpointing, evaluate, input_pipeline, losses, metric_logging, optim, transfer
-from fractalpre.models import get_model
+from fractalpre.models import FP8_COLLECTION, get_model
 
 
 class NonFiniteLoss(RuntimeError):
@@ -41,8 +41,20 @@ def init_state(config, model, tx, rng, input_shape: tuple[int, ...]):
   params = variables["params"]
   if config.get("init_from"):
     params = transfer.merge_pretrained(params, checkpointing.load_params(config.init_from))
-  return {"step": jnp.zeros((), jnp.int32), "params": params,
-          "batch_stats": variables.get("batch_stats", {}), "opt_state": tx.init(params)}
+  # fp8 amax histories and scales live beside the parameters, outside the optimizer: each step
+  # overwrites them with the values its forward/backward pass computed.
+  return {"step": jnp.zeros((), jnp.int32), "params": params, "batch_stats": variables.get("batch_stats", {}),
+          "fp8": variables.get(FP8_COLLECTION, {}), "opt_state": tx.init(params)}
+
+
+def _variables(state, params=None) -> dict:
+  """The model's variables: parameters (default: the state's), batch stats and fp8 metadata when present."""
+  variables = {"params": state["params"] if params is None else params}
+  if state["batch_stats"]:
+    variables["batch_stats"] = state["batch_stats"]
+  if state["fp8"]:
+    variables[FP8_COLLECTION] = state["fp8"]
+  return variables
 
 
 def compressed_lion(config) -> bool:
@@ -81,34 +93,42 @@ def classification_loss(logits, batch):
   return losses.soft_cross_entropy(logits, batch["label"]), {"train_accuracy": accuracy}
 
 
-def _loss_and_grads(model, state, batch, dropout_rng, task_loss):
+def _loss_and_grads(model, state, batch, dropout_rng, task_loss, params=None):
+  """Loss, metrics, parameter gradients, new batch stats and new fp8 metadata (Flax returns it as the
+  "gradient" of the `_overwrite_with_gradient` collection) at `params` (default: the state's)."""
   has_bn = bool(state["batch_stats"])
 
-  def loss_fn(params):
-    variables = {"params": params, **({"batch_stats": state["batch_stats"]} if has_bn else {})}
+  def loss_fn(params, fp8):
+    variables = {**_variables(state, params), **({FP8_COLLECTION: fp8} if fp8 else {})}
     out = model.apply(variables, batch["image"], train=True, rngs={"dropout": dropout_rng},
                       mutable=["batch_stats"] if has_bn else False)
     outputs, new_vars = out if has_bn else (out, {})
     loss, metrics = task_loss(outputs, batch)
     return loss, (metrics, new_vars)
 
-  (loss, (metrics, new_vars)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-  return loss, metrics, grads, new_vars.get("batch_stats", state["batch_stats"])
+  (loss, (metrics, new_vars)), (grads, fp8) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+      state["params"] if params is None else params, state["fp8"])
+  return loss, metrics, grads, new_vars.get("batch_stats", state["batch_stats"]), fp8
 
 
 def _global_norm(tree):
   return jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32) ** 2) for g in jax.tree.leaves(tree)))
 
 
-def make_train_step(model, tx, rng, task_loss=classification_loss):
-  """The pure update: one optimizer step on a (globally sharded) batch."""
+def make_train_step(model, tx, rng, task_loss=classification_loss, sample=None):
+  """The pure update: one optimizer step on a (globally sharded) batch. With `sample` (IVON), the
+  gradient is taken at weights sampled around the mean, and the same noise goes into the update."""
 
   def step(state, batch):
-    loss, metrics, grads, batch_stats = _loss_and_grads(model, state, batch, jax.random.fold_in(rng, state["step"]),
-                                                        task_loss)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    step_rng, sample_rng = jax.random.split(jax.random.fold_in(rng, state["step"]))
+    opt_state, at = state["opt_state"], None
+    if sample is not None:
+      at, opt_state = sample(sample_rng, state["params"], opt_state)
+    loss, metrics, grads, batch_stats, fp8 = _loss_and_grads(model, state, batch, step_rng, task_loss, at)
+    updates, opt_state = tx.update(grads, opt_state, state["params"])
     params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
-    new_state = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats, "opt_state": opt_state}
+    new_state = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats, "fp8": fp8,
+                 "opt_state": opt_state}
     return new_state, {"loss": loss, **metrics, "grad_norm": _global_norm(grads)}
 
   return step
@@ -120,12 +140,13 @@ def make_sharded_train_step(model, tx, rng, mesh, specs, task_loss=classificatio
 
   def local(state, batch):
     device_rng = jax.random.fold_in(jax.random.fold_in(rng, state["step"]), jax.lax.axis_index("data"))
-    loss, metrics, grads, batch_stats = _loss_and_grads(model, state, batch, device_rng, task_loss)
+    loss, metrics, grads, batch_stats, fp8 = _loss_and_grads(model, state, batch, device_rng, task_loss)
     opt_state = jax.tree.map(lambda x: x[0], state["opt_state"])
     updates, opt_state = tx.update(grads, opt_state, state["params"])
     params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
     new_state = {"step": state["step"] + 1, "params": params,
                  "batch_stats": jax.lax.pmean(batch_stats, "data"),
+                 "fp8": jax.lax.pmax(fp8, "data"),  # amax over the devices' batch shards
                  "opt_state": jax.tree.map(lambda x: x[None], opt_state)}
     # grad_norm: the mean of the devices' local gradient norms (averaging the gradients themselves
     # would put an fp32 all-reduce back on the wire).
@@ -137,16 +158,19 @@ def make_sharded_train_step(model, tx, rng, mesh, specs, task_loss=classificatio
 
 def make_eval_fn(model):
   def logits_fn(state, images):
-    variables = {"params": state["params"], **({"batch_stats": state["batch_stats"]} if state["batch_stats"] else {})}
-    return model.apply(variables, images, train=False)
+    return model.apply(_variables(state), images, train=False)
   return logits_fn
 
 
-def evaluate_source(logits_fn, state, source, image_size, global_batch, batch_sharding) -> dict:
+def evaluate_source(logits_fn, states, source, image_size, global_batch, batch_sharding) -> dict:
+  """top-1 / NLL / ECE of one train state, or of the average of several states' predicted probabilities
+  (Bayesian model averaging over weight samples) when `states` is a list."""
+  states = states if isinstance(states, list) else [states]
   all_logits, all_labels = [], []
   for batch in input_pipeline.eval_batches(source, image_size, global_batch):
     images = jax.device_put(batch["image"], batch_sharding)  # every host built the same whole batch
-    logits = np.asarray(jax.device_get(logits_fn(state, images)))
+    log_probs = [jax.nn.log_softmax(logits_fn(s, images)) for s in states]
+    logits = np.asarray(jax.device_get(jax.nn.logsumexp(jnp.stack(log_probs), axis=0) - np.log(len(states))))
     all_logits.append(logits[batch["mask"]])
     all_labels.append(batch["label"][batch["mask"]])
   return evaluate.classification_metrics(np.concatenate(all_logits), np.concatenate(all_labels))
@@ -163,7 +187,7 @@ def build(config, mesh, model, input_shape: tuple[int, ...], task_loss=classific
   specs = state_specs(config, state)
   shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
   step_fn = make_sharded_train_step(model, tx, step_rng, mesh, specs, task_loss) if compressed_lion(config) \
-      else make_train_step(model, tx, step_rng, task_loss)
+      else make_train_step(model, tx, step_rng, task_loss, optim.sampler(config.optim))
   train_step = jax.jit(step_fn, in_shardings=(shardings, NamedSharding(mesh, P("data"))),
                        out_shardings=(shardings, NamedSharding(mesh, P())), donate_argnums=0)
   return jax.device_put(state, shardings), shardings, train_step
@@ -181,6 +205,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   check_batch(config)
 
   source = input_pipeline.get_source(config.data, "train")
+  if config.optim.optimizer == "ivon" and not config.optim.get("ess"):  # 0: the training set size
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.optim.ess = float(len(source))
   data_cfg = ml_collections.ConfigDict({**config.data.to_dict(), "image_size": config.image_size})
   train_iter = input_pipeline.train_iterator(source, data_cfg, config.batch_size, config.seed)
   eval_source = input_pipeline.get_source(config.data, "test") if config.get("eval_every") else None
@@ -193,8 +220,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                       out_shardings=NamedSharding(mesh, P()))
   evaluate = None
   if eval_source is not None:
-    evaluate = lambda state: evaluate_source(logits_fn, state, eval_source, config.image_size, config.batch_size,
-                                             batch_sharding)
+    def evaluate(state):
+      scores = evaluate_source(logits_fn, state, eval_source, config.image_size, config.batch_size, batch_sharding)
+      sample, n = optim.sampler(config.optim), config.get("eval_bma_samples", 0)
+      if sample is not None and n:
+        keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1), n)
+        samples = [{**state, "params": sample(k, state["params"], state["opt_state"])[0]} for k in keys]
+        bma = evaluate_source(logits_fn, samples, eval_source, config.image_size, config.batch_size, batch_sharding)
+        scores.update({f"bma_{k}": v for k, v in bma.items()})
+      return scores
+
   return fit(config, workdir, state, train_step, train_iter, batch_sharding, evaluate, progress)
 
 
@@ -218,7 +253,9 @@ def fit(config, workdir, state, train_step, train_iter, batch_sharding, evaluate
     if jax.process_index() == 0:
       print(f"resumed from step {start} in {workdir / 'checkpoints'}", file=sys.stderr)
 
-  final = {}
+  final = {}  # the last logged value of every metric, those of earlier sessions of this run included
+  for record in writer.read():
+    final.update({k: v for k, v in record.items() if k != "step"})
   unit = config.get("progress_unit", "img")
   bar = tqdm(total=config.total_steps * config.batch_size, initial=start * config.batch_size, unit=unit,
              unit_scale=True, disable=not progress or jax.process_index() != 0, desc=workdir.name)

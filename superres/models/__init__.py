@@ -16,7 +16,7 @@ def get_model(name: str, scale: int, precision: str = "fp32", **kwargs):
   """A Flax SR module by registry name; `kwargs` override its size (features, blocks, ...)."""
   if name not in VARIANTS:
     raise ValueError(f"SR model must be one of {NAMES}, got {name!r}")
-  if precision not in DTYPES:
-    raise ValueError(f"precision must be one of {tuple(DTYPES)}, got {precision!r}")
+  if precision not in ("fp32", "bf16"):
+    raise ValueError(f"SR precision must be 'fp32' or 'bf16', got {precision!r}")
   cls, defaults = VARIANTS[name]
   return cls(scale=scale, dtype=DTYPES[precision], **{**defaults, **kwargs})

@@ -1,3 +1,5 @@
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,3 +66,39 @@ def test_clip_radius_bounds_the_step():
 def test_bad_arguments(kwargs, message):
   with pytest.raises(ValueError, match=message):
     optim.ivon(0.1, **kwargs)
+
+
+def test_bma_averages_the_samples_probabilities():
+  from fractalpre import evaluate, input_pipeline, train
+  source = input_pipeline.Digits("test")
+  rng = np.random.default_rng(0)
+  weights = [rng.normal(size=(32 * 32 * 3, 10)).astype(np.float32) * 0.01 for _ in range(3)]
+  logits_fn = lambda state, images: images.reshape(len(images), -1) @ state["w"]
+  sharding = jax.sharding.NamedSharding(train.make_mesh(), jax.sharding.PartitionSpec("data"))
+  bma = train.evaluate_source(logits_fn, [{"w": w} for w in weights], source, 32, 64, sharding)
+  single = train.evaluate_source(logits_fn, {"w": weights[0]}, source, 32, 64, sharding)
+  # By hand: mean of the three softmaxes, in float64.
+  images = np.stack([input_pipeline.evaluation_view(source[i], 32)[0] for i in range(len(source))])
+  probs = np.mean([evaluate.softmax(images.reshape(len(images), -1).astype(np.float64) @ w) for w in weights], 0)
+  nll = -np.mean(np.log(probs[np.arange(len(source)), source.labels]))
+  assert bma["nll"] == pytest.approx(nll, rel=1e-4)
+  assert bma["ece"] == pytest.approx(evaluate.expected_calibration_error(probs, source.labels), abs=1e-4)
+  assert single["nll"] != pytest.approx(bma["nll"], rel=1e-4)
+
+
+def test_ivon_finetuning_learns_curvature_and_reports_bma(tmp_path):
+  from fractalpre import input_pipeline, train
+  config = train.load_config("configs/finetune.py:dataset=digits,labels_per_class=5,optimizer=ivon,steps=3,batch=16,bma=2")
+  config.model.update(dict(patch=8, width=32, depth=1, mlp_dim=64, heads=2))
+  config.tensorboard = False
+  final = train.train_and_evaluate(config, tmp_path, progress=False)
+  for k in ("top1", "nll", "ece"):
+    assert np.isfinite(final[f"eval_{k}"]) and np.isfinite(final[f"eval_bma_{k}"])
+  assert final["eval_bma_nll"] != final["eval_nll"]  # the samples differ from the mean
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["optim"]["ess"] == len(input_pipeline.Digits("train", labels_per_class=5)) == 50
+  import orbax.checkpoint as ocp
+  state = ocp.CheckpointManager((tmp_path / "checkpoints").absolute(), item_names=("state", "data")).restore(
+      3, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  hess = state["opt_state"]["hess"]["head"]["kernel"]
+  assert not np.allclose(hess, 0.1)  # the curvature estimate moved from hess_init

@@ -7,6 +7,7 @@ import textwrap
 import time
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -161,3 +162,31 @@ def test_bf16_run_tracks_the_fp32_run(tmp_path):
     losses[precision] = np.array([r["loss"] for r in metric_logging.read(tmp_path / precision)])
   assert not np.array_equal(losses["bf16"], losses["fp32"])  # bf16 matmuls really ran
   np.testing.assert_allclose(losses["bf16"], losses["fp32"], rtol=0.02)
+
+
+def test_fp8_step_quantises_and_keeps_its_scales_out_of_the_optimizer(tmp_path):
+  config = tiny_config(total_steps=2, precision="fp8")
+  config.optim.update(dict(lr=0.5, weight_decay=0.5))  # an optimizer touching fp8 state would show
+  mesh = train.make_mesh()
+  model = train.model_from_config(config, 16)
+  state, shardings, step = train.build(config, mesh, model, (1, 16, 16, 3))
+  assert "input_scale" in state["fp8"]["block0"]["MlpBlock_0"]["Dense_0"]["Fp8DirectDotGeneralOp_0"]
+  assert not any("Fp8" in jax.tree_util.keystr(p)
+                 for p, _ in jax.tree_util.tree_leaves_with_path(state["opt_state"]))
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.normal(size=(16, 16, 16, 3)).astype(np.float32),
+           "label": np.eye(16, dtype=np.float32)[rng.integers(0, 16, 16)]}
+  hlo = step.lower(state, batch).compile().as_text()
+  assert "f8e4m3fn" in hlo and "f8e5m2" in hlo
+  # The dot's input is the kernel cast to the bf16 compute dtype.
+  kernel0 = np.asarray(state["params"]["block0"]["MlpBlock_0"]["Dense_0"]["kernel"].astype(jnp.bfloat16), np.float32)
+  state, _ = step(state, batch)
+  meta = jax.device_get(state["fp8"]["block0"]["MlpBlock_0"]["Dense_0"]["Fp8DirectDotGeneralOp_0"])
+  assert float(meta["kernel_amax_history"][0]) == pytest.approx(np.abs(kernel0).max(), rel=1e-6)
+  assert float(meta["kernel_scale"][0]) == 1.0  # delayed scaling: the history was empty at step 1
+  state, _ = step(state, batch)
+  meta = jax.device_get(state["fp8"]["block0"]["MlpBlock_0"]["Dense_0"]["Fp8DirectDotGeneralOp_0"])
+  # Step 2 quantised with amax(history) / 448, e4m3's largest value: the amax of step 1's kernel (the
+  # optimizer's large lr and weight decay changed the kernel, but never the scale).
+  assert float(meta["kernel_scale"][0]) == pytest.approx(np.abs(kernel0).max() / 448, rel=1e-6)
+  assert float(meta["input_scale"][0]) > 0 and float(meta["output_grad_scale"][0]) > 0
