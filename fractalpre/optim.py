@@ -38,9 +38,9 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim >= 2 and p.shape[0] != 1, params)
 
 
-def make(cfg: ml_collections.ConfigDict, total_steps: int, trainable=None) -> optax.GradientTransformation:
+def make(cfg: ml_collections.ConfigDict, total_steps: int, trainable=None, update_scales=None) -> optax.GradientTransformation:
   """The optimizer that `cfg.optimizer` names. `trainable(path) -> bool` freezes the other parameters
-  (linear probing)."""
+  (linear probing); `update_scales` (a tree like the params) multiplies each final update (muP)."""
   name = cfg.optimizer
   if name not in OPTIMIZERS:
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
@@ -60,6 +60,11 @@ def make(cfg: ml_collections.ConfigDict, total_steps: int, trainable=None) -> op
                       optax.sgd(lr, momentum=cfg.get("momentum", 0.9)))
   if cfg.get("grad_clip_norm"):
     opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)
+  if update_scales is not None:
+    if name not in ("adamw", "lion"):
+      raise ValueError(f"muP scaling is defined here for Adam-like optimizers (adamw, lion), got {name!r}")
+    from fractalpre import mup
+    opt = optax.chain(opt, mup.scale_updates(update_scales))
   if trainable is not None:
     labels = lambda params: jax.tree_util.tree_map_with_path(
         lambda path, _: "train" if trainable(jax.tree_util.keystr(path)) else "freeze", params)

@@ -31,9 +31,15 @@ def make_mesh() -> jax.sharding.Mesh:
   return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def mup_base_width(config) -> int:
+  return config.get("mup", {}).get("base_width", 0) if "mup" in config else 0
+
+
 def model_from_config(config, num_classes: int):
-  return get_model(config.model.name, num_classes, config.get("precision", "fp32"),
-                   **{k: v for k, v in config.model.items() if k != "name"})
+  kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  if mup_base_width(config):
+    kwargs["mup_base_width"] = mup_base_width(config)
+  return get_model(config.model.name, num_classes, config.get("precision", "fp32"), **kwargs)
 
 
 def init_state(config, model, tx, rng, input_shape: tuple[int, ...]):
@@ -62,12 +68,12 @@ def compressed_lion(config) -> bool:
   return config.optim.optimizer == "lion" and bool(config.get("lion", {}).get("comm"))
 
 
-def make_optimizer(config, mesh, trainable=None):
+def make_optimizer(config, mesh, trainable=None, update_scales=None):
   if not compressed_lion(config):
-    return optim.make(config.optim, config.total_steps, trainable)
+    return optim.make(config.optim, config.total_steps, trainable, update_scales)
   from fractalpre import parallel
-  if trainable is not None:
-    raise ValueError("linear_probe is not supported with lion.comm (compressed Lion)")
+  if trainable is not None or update_scales is not None:
+    raise ValueError("linear_probe and mup are not supported with lion.comm (compressed Lion)")
   return parallel.distributed_lion(
       optim.schedule(config.optim, config.total_steps), b1=config.optim.get("b1", 0.9),
       b2=config.optim.get("b2", 0.99), weight_decay=config.optim.get("weight_decay", 0.0),
@@ -179,7 +185,11 @@ def evaluate_source(logits_fn, states, source, image_size, global_batch, batch_s
 def build(config, mesh, model, input_shape: tuple[int, ...], task_loss=classification_loss, trainable=None):
   """(state placed on the mesh, state shardings, jitted train step) for a model, the shape of one input
   (with a batch axis of 1) and the task's loss `task_loss(outputs, batch) -> (loss, metrics)`."""
-  tx = make_optimizer(config, mesh, trainable)
+  scales = None
+  if mup_base_width(config):
+    from fractalpre import mup
+    scales = mup.scales_for(model, mup_base_width(config), input_shape)
+  tx = make_optimizer(config, mesh, trainable, scales)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   state = init_state(config, model, tx, init_rng, input_shape)
   if compressed_lion(config):

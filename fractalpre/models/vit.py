@@ -2,7 +2,8 @@
 
 Variants by name: `Ti/16`, `S/16`, `B/16` and the CPU-sized `cpu` (patch 4, width 96, depth 4), which
 trains at 32 px in minutes on two cores. Pooling `tok` (class token) or `gap` (mean of tokens); the
-head is zero-initialised so a fresh head starts at uniform predictions.
+head is zero-initialised so a fresh head starts at uniform predictions. `mup_base_width` > 0 switches on
+muP's forward-pass changes (fractalpre.mup): readout times base / width, attention logits over d_head.
 """
 from __future__ import annotations
 
@@ -47,12 +48,18 @@ class MlpBlock(nn.Module):
     return dense(x.shape[-1])(nn.gelu(dense(self.mlp_dim)(x)))
 
 
+def _attention_over_d(query, key, value, **kwargs):
+  """Dot-product attention with logits q.k / d_head (muP) instead of q.k / sqrt(d_head)."""
+  return nn.dot_product_attention(query / jnp.sqrt(query.shape[-1]).astype(query.dtype), key, value, **kwargs)
+
+
 class EncoderBlock(nn.Module):
   mlp_dim: int
   heads: int
   drop_path: float = 0.0
   dtype: jnp.dtype = jnp.float32
   dot_general_cls: Callable | None = None
+  mup: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -60,7 +67,8 @@ class EncoderBlock(nn.Module):
     y = nn.MultiHeadDotProductAttention(num_heads=self.heads, dtype=self.dtype,
                                         kernel_init=nn.initializers.xavier_uniform(),
                                         qkv_dot_general_cls=self.dot_general_cls,
-                                        out_dot_general_cls=self.dot_general_cls)(y, y)
+                                        out_dot_general_cls=self.dot_general_cls,
+                                        **({"attention_fn": _attention_over_d} if self.mup else {}))(y, y)
     x = x + DropPath(self.drop_path)(y, train)
     y = nn.LayerNorm(dtype=jnp.float32)(x)
     y = MlpBlock(self.mlp_dim, self.dtype, self.dot_general_cls)(y)
@@ -78,6 +86,7 @@ class ViT(nn.Module):
   drop_path: float = 0.0
   dtype: jnp.dtype = jnp.float32
   dot_general_cls: Callable | None = None
+  mup_base_width: int = 0
 
   @nn.compact
   def __call__(self, images, train: bool = False):
@@ -91,11 +100,12 @@ class ViT(nn.Module):
       x = jnp.concatenate([jnp.tile(cls, (n, 1, 1)), x], axis=1)
     for i in range(self.depth):
       rate = self.drop_path * i / max(self.depth - 1, 1)  # linearly increasing, as in DeiT
-      x = EncoderBlock(self.mlp_dim, self.heads, rate, self.dtype, self.dot_general_cls,
+      x = EncoderBlock(self.mlp_dim, self.heads, rate, self.dtype, self.dot_general_cls, self.mup_base_width > 0,
                        name=f"block{i}")(x, train)
     x = nn.LayerNorm(dtype=jnp.float32, name="encoder_norm")(x)
     x = x[:, 0] if self.pool == "tok" else x.mean(axis=1)
-    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=jnp.float32, name="head")(x)
+    logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=jnp.float32, name="head")(x)
+    return logits * (self.mup_base_width / self.width) if self.mup_base_width else logits
 
 
 def resample_posemb(posemb: np.ndarray, new_tokens: int) -> np.ndarray:
