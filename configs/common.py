@@ -44,6 +44,7 @@ def pretrain(data: dict, runlocal: bool, total_steps: int, warmup_steps: int) ->
                                            warmup_steps=warmup_steps, min_lr_ratio=0.0))
   # optim.optimizer=lion with lion.comm in fractalpre.parallel.COMMS: sign-compressed data parallelism.
   c.lion = ml_collections.ConfigDict(dict(comm="", momentum_sync="", sync_pattern=""))
+  c.mup = ml_collections.ConfigDict(dict(base_width=0))  # > 0: muP relative to this width (ViTs; fractalpre.mup)
   c.log_every = 100
   c.checkpoint_every = 2000
   c.keep_checkpoints = 3

@@ -51,6 +51,7 @@ def get_config(arg=None):
     c.optim = ml_collections.ConfigDict(dict(optimizer=a.optimizer, lr=a.lr or 1e-3, weight_decay=0.05,
                                              warmup_steps=max(a.steps // 10, 1)))
   c.eval_bma_samples = a.bma
+  c.mup = ml_collections.ConfigDict(dict(base_width=0))  # > 0: muP relative to this width (ViTs; fractalpre.mup)
   c.log_every = 10
   c.checkpoint_every = max(a.steps // 3, 1)
   c.keep_checkpoints = 2
