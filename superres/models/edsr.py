@@ -10,6 +10,16 @@ from superres.models.upsample import Upsampler
 RGB_MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K's mean, subtracted at the input and added back at the output
 
 
+def residual_sr(x, body, features: int, scale: int, dtype):
+  """The frame EDSR and RCAN share, called from a compact `__call__`: mean shift, head conv, `body` with a
+  conv and a global skip, upsampler, tail conv, mean added back."""
+  mean = jnp.asarray(RGB_MEAN, jnp.float32)
+  head = nn.Conv(features, (3, 3), dtype=dtype, name="head")(x - mean)
+  y = nn.Conv(features, (3, 3), dtype=dtype, name="body_end")(body(head)) + head
+  y = Upsampler(features, scale, dtype, name="upsample")(y)
+  return nn.Conv(3, (3, 3), dtype=dtype, name="tail")(y).astype(jnp.float32) + mean
+
+
 class ResBlock(nn.Module):
   features: int
   res_scale: float = 1.0
@@ -32,11 +42,10 @@ class EDSR(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train  # no dropout or batch norm
-    mean = jnp.asarray(RGB_MEAN, jnp.float32)
-    head = nn.Conv(self.features, (3, 3), dtype=self.dtype, name="head")(x - mean)
-    y = head
-    for i in range(self.blocks):
-      y = ResBlock(self.features, self.res_scale, self.dtype, name=f"block{i}")(y)
-    y = nn.Conv(self.features, (3, 3), dtype=self.dtype, name="body_end")(y) + head
-    y = Upsampler(self.features, self.scale, self.dtype, name="upsample")(y)
-    return nn.Conv(3, (3, 3), dtype=self.dtype, name="tail")(y).astype(jnp.float32) + mean
+
+    def body(y):
+      for i in range(self.blocks):
+        y = ResBlock(self.features, self.res_scale, self.dtype, name=f"block{i}")(y)
+      return y
+
+    return residual_sr(x, body, self.features, self.scale, self.dtype)

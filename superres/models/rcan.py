@@ -7,8 +7,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from superres.models.edsr import RGB_MEAN
-from superres.models.upsample import Upsampler
+from superres.models.edsr import residual_sr
 
 
 class ChannelAttention(nn.Module):
@@ -61,11 +60,10 @@ class RCAN(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
-    mean = jnp.asarray(RGB_MEAN, jnp.float32)
-    head = nn.Conv(self.features, (3, 3), dtype=self.dtype, name="head")(x - mean)
-    y = head
-    for i in range(self.groups):
-      y = ResidualGroup(self.features, self.blocks, self.reduction, self.dtype, name=f"group{i}")(y)
-    y = nn.Conv(self.features, (3, 3), dtype=self.dtype, name="body_end")(y) + head
-    y = Upsampler(self.features, self.scale, self.dtype, name="upsample")(y)
-    return nn.Conv(3, (3, 3), dtype=self.dtype, name="tail")(y).astype(jnp.float32) + mean
+
+    def body(y):
+      for i in range(self.groups):
+        y = ResidualGroup(self.features, self.blocks, self.reduction, self.dtype, name=f"group{i}")(y)
+      return y
+
+    return residual_sr(x, body, self.features, self.scale, self.dtype)
