@@ -46,15 +46,20 @@ def make(cfg: ml_collections.ConfigDict, total_steps: int, trainable=None, updat
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
   lr = schedule(cfg, total_steps)
   wd = cfg.get("weight_decay", 0.0)
+  mu_dtype = cfg.get("mu_dtype") or None  # "bfloat16": the first moment in bf16 (adamw, lion)
+  if mu_dtype not in (None, "bfloat16", "float32"):
+    raise ValueError(f"optim.mu_dtype must be 'bfloat16' or 'float32', got {mu_dtype!r}")
   if name == "ivon":
     if cfg.get("grad_clip_norm") or trainable is not None:
       raise ValueError("ivon takes neither optim.grad_clip_norm (use optim.clip_radius) nor linear_probe")
     return ivon(lr, cfg.ess, cfg.get("hess_init", 1.0), cfg.get("b1", 0.9), cfg.get("b2", 0.99999), wd,
                 cfg.get("clip_radius", float("inf")))
   if name == "adamw":
-    opt = optax.adamw(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), weight_decay=wd, mask=_decay_mask)
+    opt = optax.adamw(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), weight_decay=wd, mask=_decay_mask,
+                      mu_dtype=mu_dtype)
   elif name == "lion":
-    opt = optax.lion(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.99), weight_decay=wd, mask=_decay_mask)
+    opt = optax.lion(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.99), weight_decay=wd, mask=_decay_mask,
+                     mu_dtype=mu_dtype)
   else:
     opt = optax.chain(optax.add_decayed_weights(wd, mask=_decay_mask),
                       optax.sgd(lr, momentum=cfg.get("momentum", 0.9)))

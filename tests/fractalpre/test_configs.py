@@ -28,3 +28,18 @@ def test_config_arguments_are_typed_and_checked():
   with pytest.raises(ValueError, match="unknown config argument 'detla'"):
     common.parse_arg("detla=1", delta=0.1)
   assert train.load_config("configs/linear_probe.py:dataset=digits").linear_probe is True
+
+
+@pytest.mark.parametrize("name", ["adamw", "lion"])
+def test_first_moment_can_be_kept_in_bf16(name):
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+  params = {"w": jnp.ones((3, 4)), "b": jnp.zeros(4)}
+  cfg = ml_collections.ConfigDict(dict(optimizer=name, lr=1e-3, warmup_steps=0, mu_dtype="bfloat16"))
+  state = optim.make(cfg, 10).init(params)
+  mu = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(state) if "mu" in jax.tree_util.keystr(path)]
+  assert mu and all(leaf.dtype == jnp.bfloat16 for leaf in mu)
+  cfg.mu_dtype = "float16"
+  with pytest.raises(ValueError, match="optim.mu_dtype must be"):
+    optim.make(cfg, 10)
