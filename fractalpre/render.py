@@ -14,8 +14,6 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-from fractalpre import ifs
-
 MODES = ("patch", "mask", "binary", "density")
 MAX_MAPS = 8
 PATCH_GRAY = 127

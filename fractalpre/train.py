@@ -228,19 +228,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                                        trainable=trainable)
   logits_fn = jax.jit(make_eval_fn(model), in_shardings=(shardings, batch_sharding),
                       out_shardings=NamedSharding(mesh, P()))
-  evaluate = None
-  if eval_source is not None:
-    def evaluate(state):
-      scores = evaluate_source(logits_fn, state, eval_source, config.image_size, config.batch_size, batch_sharding)
-      sample, n = optim.sampler(config.optim), config.get("eval_bma_samples", 0)
-      if sample is not None and n:
-        keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1), n)
-        samples = [{**state, "params": sample(k, state["params"], state["opt_state"])[0]} for k in keys]
-        bma = evaluate_source(logits_fn, samples, eval_source, config.image_size, config.batch_size, batch_sharding)
-        scores.update({f"bma_{k}": v for k, v in bma.items()})
-      return scores
 
-  return fit(config, workdir, state, train_step, train_iter, batch_sharding, evaluate, progress)
+  def evaluate(state):
+    scores = evaluate_source(logits_fn, state, eval_source, config.image_size, config.batch_size, batch_sharding)
+    sample, n = optim.sampler(config.optim), config.get("eval_bma_samples", 0)
+    if sample is not None and n:
+      keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1), n)
+      samples = [{**state, "params": sample(k, state["params"], state["opt_state"])[0]} for k in keys]
+      bma = evaluate_source(logits_fn, samples, eval_source, config.image_size, config.batch_size, batch_sharding)
+      scores.update({f"bma_{k}": v for k, v in bma.items()})
+    return scores
+
+  return fit(config, workdir, state, train_step, train_iter, batch_sharding,
+             evaluate if eval_source is not None else None, progress)
 
 
 def fit(config, workdir, state, train_step, train_iter, batch_sharding, evaluate=None, progress: bool = True) -> dict:

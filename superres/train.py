@@ -31,6 +31,18 @@ def model_from_config(config):
                    **{k: v for k, v in config.model.items() if k != "name"})
 
 
+def held_out_evaluation(config, model):
+  """`evaluate(state) -> {psnr, ssim, bicubic_psnr, bicubic_ssim}` on the config's evaluation images."""
+  images = data.get_source(config.eval)
+  upscaler = upscale.Upscaler(model, None, config.scale, config.eval.get("tile", 128), config.eval.get("overlap", 16))
+
+  def evaluate_fn(state):
+    upscaler.params = state["params"]
+    return evaluate.evaluate_images(upscaler, [images[i] for i in range(len(images))], config.scale)
+
+  return evaluate_fn
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progress: bool = True) -> dict:
   """Trains (resuming from the workdir's newest good checkpoint); returns the final metrics, with
   eval_psnr / eval_ssim (and the bicubic baseline's) when `eval_every` is set."""
@@ -40,15 +52,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   train_iter = data.train_iterator(source, config.data, config.scale, config.lr_patch, config.batch_size, config.seed)
   model = model_from_config(config)
   state, _, train_step = train.build(config, mesh, model, (1, config.lr_patch, config.lr_patch, 3), l1_loss)
-  evaluate_fn = None
-  if config.get("eval_every"):
-    images = data.get_source(config.eval)
-    upscaler = upscale.Upscaler(model, None, config.scale, config.eval.get("tile", 128), config.eval.get("overlap", 16))
-
-    def evaluate_fn(state):
-      upscaler.params = state["params"]
-      return evaluate.evaluate_images(upscaler, [images[i] for i in range(len(images))], config.scale)
-
+  evaluate_fn = held_out_evaluation(config, model) if config.get("eval_every") else None
   return train.fit(config, workdir, state, train_step, train_iter, NamedSharding(mesh, P("data")), evaluate_fn,
                    progress)
 

@@ -1,4 +1,3 @@
-import json
 import math
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fractalpre import metric_logging, train
+from fractalpre import checkpointing, metric_logging, train
 
 TINY_MODEL = dict(name="vit_cpu", patch=8, width=32, depth=1, mlp_dim=64, heads=2)
 
@@ -99,7 +98,6 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_finetune_loads_pretrained_weights_and_resamples_position_embeddings(tmp_path):
-  from fractalpre import checkpointing
   train.train_and_evaluate(tiny_config(), tmp_path / "pre", progress=False)
   config = tiny_config(total_steps=1, checkpoint_every=1, init_from=str(tmp_path / "pre"), image_size=32,
                        eval_every=1)
@@ -145,7 +143,6 @@ def test_compressed_lion_trains_and_restores_per_device_momenta_exactly(tmp_path
   whole = metric_logging.read(tmp_path / "whole")
   assert [r["step"] for r in whole] == [1, 2, 3, 4]
   assert metric_logging.read(run) == whole
-  from fractalpre import checkpointing
   import orbax.checkpoint as ocp
   restored = ocp.CheckpointManager((run / "checkpoints").absolute(), item_names=("state", "data")).restore(
       4, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
