@@ -88,7 +88,7 @@ def test_bma_averages_the_samples_probabilities():
 
 def test_ivon_finetuning_learns_curvature_and_reports_bma(tmp_path):
   from fractalpre import input_pipeline, train
-  config = train.load_config("configs/finetune.py:dataset=digits,labels_per_class=5,optimizer=ivon,ess=0,steps=3,batch=16,bma=2")
+  config = train.load_config("configs/finetune.py:dataset=digits,labels_per_class=5,optimizer=ivon,ess=0,steps=3,batch=64,bma=2")
   config.model.update(dict(patch=8, width=32, depth=1, mlp_dim=64, heads=2))
   config.tensorboard = False
   final = train.train_and_evaluate(config, tmp_path, progress=False)
