@@ -49,8 +49,11 @@ def init_state(config, model, tx, rng, input_shape: tuple[int, ...]):
     params = transfer.merge_pretrained(params, checkpointing.load_params(config.init_from))
   # fp8 amax histories and scales live beside the parameters, outside the optimizer: each step
   # overwrites them with the values its forward/backward pass computed.
-  return {"step": jnp.zeros((), jnp.int32), "params": params, "batch_stats": variables.get("batch_stats", {}),
-          "fp8": variables.get(FP8_COLLECTION, {}), "opt_state": tx.init(params)}
+  state = {"step": jnp.zeros((), jnp.int32), "params": params, "batch_stats": variables.get("batch_stats", {}),
+           "opt_state": tx.init(params)}
+  if FP8_COLLECTION in variables:  # only then: checkpoints of other runs keep their layout
+    state["fp8"] = variables[FP8_COLLECTION]
+  return state
 
 
 def _variables(state, params=None) -> dict:
@@ -58,7 +61,7 @@ def _variables(state, params=None) -> dict:
   variables = {"params": state["params"] if params is None else params}
   if state["batch_stats"]:
     variables["batch_stats"] = state["batch_stats"]
-  if state["fp8"]:
+  if state.get("fp8"):
     variables[FP8_COLLECTION] = state["fp8"]
   return variables
 
@@ -113,7 +116,7 @@ def _loss_and_grads(model, state, batch, dropout_rng, task_loss, params=None):
     return loss, (metrics, new_vars)
 
   (loss, (metrics, new_vars)), (grads, fp8) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
-      state["params"] if params is None else params, state["fp8"])
+      state["params"] if params is None else params, state.get("fp8", {}))
   return loss, metrics, grads, new_vars.get("batch_stats", state["batch_stats"]), fp8
 
 
@@ -133,8 +136,8 @@ def make_train_step(model, tx, rng, task_loss=classification_loss, sample=None):
     loss, metrics, grads, batch_stats, fp8 = _loss_and_grads(model, state, batch, step_rng, task_loss, at)
     updates, opt_state = tx.update(grads, opt_state, state["params"])
     params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
-    new_state = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats, "fp8": fp8,
-                 "opt_state": opt_state}
+    new_state = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats, "opt_state": opt_state,
+                 **({"fp8": fp8} if "fp8" in state else {})}
     return new_state, {"loss": loss, **metrics, "grad_norm": _global_norm(grads)}
 
   return step
@@ -152,7 +155,7 @@ def make_sharded_train_step(model, tx, rng, mesh, specs, task_loss=classificatio
     params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
     new_state = {"step": state["step"] + 1, "params": params,
                  "batch_stats": jax.lax.pmean(batch_stats, "data"),
-                 "fp8": jax.lax.pmax(fp8, "data"),  # amax over the devices' batch shards
+                 **({"fp8": jax.lax.pmax(fp8, "data")} if "fp8" in state else {}),  # amax over devices
                  "opt_state": jax.tree.map(lambda x: x[None], opt_state)}
     # grad_norm: the mean of the devices' local gradient norms (averaging the gradients themselves
     # would put an fp32 all-reduce back on the wire).
@@ -259,9 +262,9 @@ def fit(config, workdir, state, train_step, train_iter, batch_sharding, evaluate
   if restored is not None:
     start, state, data_state = restored
     train_iter.set_state(data_state)
-    writer.truncate(start)
-    if jax.process_index() == 0:
-      print(f"resumed from step {start} in {workdir / 'checkpoints'}", file=sys.stderr)
+  writer.truncate(start)  # a fresh start (no loadable checkpoint) drops the old records too
+  if restored is not None and jax.process_index() == 0:
+    print(f"resumed from step {start} in {workdir / 'checkpoints'}", file=sys.stderr)
 
   final = {}  # the last logged value of every metric, those of earlier sessions of this run included
   for record in writer.read():

@@ -86,6 +86,12 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
   train.train_and_evaluate(tiny_config(total_steps=6, checkpoint_every=2), run, progress=False)
   assert "checkpoint at step 6 could not be restored" in caplog.text
   assert metric_logging.read(run) == metric_logging.read(reference)
+  # With no loadable checkpoint at all, the run starts over and its old records go too.
+  import shutil
+  shutil.rmtree(run / "checkpoints")
+  final = train.train_and_evaluate(tiny_config(total_steps=6, checkpoint_every=6), run, progress=False)
+  assert metric_logging.read(run) == metric_logging.read(reference)
+  assert final["loss"] == metric_logging.read(reference)[-1]["loss"]
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
