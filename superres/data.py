@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
-import threading
 from pathlib import Path
 
 import ml_collections
@@ -29,14 +28,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".p
 
 # ----------------------------------------------------------------------------------------- HR sources
 class ImageFiles:
-  """Image files as RGB uint8, decoded on access; the last `cache` decoded images are kept."""
+  """Image files as RGB uint8, decoded on access; the last `cache` decoded images are kept (lru_cache is
+  thread-safe, so grain's worker threads decode in parallel; a rare double decode is harmless)."""
 
   def __init__(self, paths, cache: int = 256):
     self.paths = [Path(p) for p in paths]
     if not self.paths:
       raise ValueError("no HR images found")
     self._load = functools.lru_cache(maxsize=cache)(self._decode)
-    self._lock = threading.Lock()
 
   def _decode(self, i: int) -> np.ndarray:
     return scoring.load_rgb(self.paths[i])[0]
@@ -45,8 +44,7 @@ class ImageFiles:
     return len(self.paths)
 
   def __getitem__(self, i):
-    with self._lock:
-      return self._load(int(i))
+    return self._load(int(i))
 
 
 class Photos:
