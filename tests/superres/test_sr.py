@@ -210,3 +210,17 @@ def test_sr_configs_load_with_held_out_evaluation_photos(name, arg):
   data.degradation_from_config(c.data, c.scale)  # a valid degradation
   if arg and arg.startswith("scale=3"):
     assert c.scale == 3 and c.data.kind == "folder"
+
+
+def test_tfds_source_reads_a_curated_tfds_dataset(tmp_path):
+  images = [skimage.data.coffee()[:40, :50], np.repeat(skimage.data.camera()[:30, :20, None], 3, axis=-1)]
+  rows = []
+  for i, image in enumerate(images):
+    Image.fromarray(image).save(tmp_path / f"{i}.png")
+    rows.append({"path": str(tmp_path / f"{i}.png"), "keep": True})
+  cli._write_tfds(rows, tmp_path / "curated")  # what `superres curate --format tfds` writes
+  source = data.get_source(ml_collections.ConfigDict(dict(kind="tfds", name=str(tmp_path / "curated"),
+                                                          split="train")))
+  assert len(source) == 2
+  for i, image in enumerate(images):
+    np.testing.assert_array_equal(source[i], image)
