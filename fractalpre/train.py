@@ -32,7 +32,7 @@ def make_mesh() -> jax.sharding.Mesh:
 
 
 def mup_base_width(config) -> int:
-  return config.get("mup", {}).get("base_width", 0) if "mup" in config else 0
+  return config.get("mup", {}).get("base_width", 0)
 
 
 def model_from_config(config, num_classes: int):
