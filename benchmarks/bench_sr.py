@@ -19,13 +19,13 @@ from jax.sharding import PartitionSpec as P
 from bench_train import median_seconds
 from fractalpre import train
 from machine import describe
-from superres import data, upscale
+from superres import data, models, upscale
 from superres import train as sr_train
 
 
 def training_rate(config, steps):
   mesh = train.make_mesh()
-  model = sr_train.model_from_config(config)
+  model = models.from_config(config)
   p, s = config.lr_patch, config.scale
   state, _, step = train.build(config, mesh, model, (1, p, p, 3), sr_train.l1_loss)
   rng = np.random.default_rng(0)
@@ -45,7 +45,7 @@ def pipeline_rate(config, batches):
 
 
 def inference_rate(config, runs):
-  model = sr_train.model_from_config(config)
+  model = models.from_config(config)
   params = model.init(jax.random.key(0), np.zeros((1, 16, 16, 3), np.float32))["params"]
   upscaler = upscale.Upscaler(model, params, config.scale, tile=128, overlap=16, batch=8)
   lr = np.random.default_rng(0).integers(0, 256, (256, 256, 3), np.uint8)

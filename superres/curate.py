@@ -38,7 +38,7 @@ def decide(rows: list[dict], min_segments: float | None = None, max_blockiness: 
         reasons.append(f"segments {row.get('segments')} < {min_segments:g}")
       if max_blockiness is not None and not _num(row.get("blockiness")) <= max_blockiness:
         b = _num(row.get("blockiness"))
-        reasons.append(f"blockiness undefined (flat image)" if math.isnan(b) else f"blockiness {b:.1f} > {max_blockiness:g}")
+        reasons.append("blockiness undefined (flat image)" if math.isnan(b) else f"blockiness {b:.1f} > {max_blockiness:g}")
       if min_quality is not None and row.get("jpeg_quality") is not None and _num(row["jpeg_quality"]) < min_quality:
         reasons.append(f"jpeg quality {_num(row['jpeg_quality']):g} < {min_quality:g}")
       if min_megapixels is not None and not _num(row.get("megapixels")) >= min_megapixels:

@@ -19,8 +19,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from fractalpre import input_pipeline
-from superres import scoring, table
-from superres.quality import BUNDLED_PHOTOS
+from superres import quality, scoring, table
 
 KINDS = ("folder", "manifest", "tfds", "photos")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
@@ -51,12 +50,8 @@ class Photos:
   """scikit-image's bundled photos by name (gray ones as RGB)."""
 
   def __init__(self, names):
-    import skimage.data
-    unknown = sorted(set(names) - set(BUNDLED_PHOTOS))
-    if unknown:
-      raise ValueError(f"unknown photo(s) {unknown}; bundled: {list(BUNDLED_PHOTOS)}")
     self.names = list(names)
-    self.images = [np.asarray(Image.fromarray(getattr(skimage.data, n)()).convert("RGB")) for n in self.names]
+    self.images = quality.bundled_photos(self.names)
 
   def __len__(self):
     return len(self.images)

@@ -19,11 +19,14 @@ BUNDLED_PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "coins",
                   "hubble_deep_field", "retina", "brick", "grass", "gravel", "moon", "clock", "text", "page")
 
 
-def bundled_photos() -> list[np.ndarray]:
-  """The real photos that ship inside scikit-image, as RGB uint8."""
+def bundled_photos(names: Sequence[str] = BUNDLED_PHOTOS) -> list[np.ndarray]:
+  """The real photos that ship inside scikit-image (all, or those named), as RGB uint8."""
   import skimage.data
   from PIL import Image
-  return [np.asarray(Image.fromarray(getattr(skimage.data, name)()).convert("RGB")) for name in BUNDLED_PHOTOS]
+  unknown = sorted(set(names) - set(BUNDLED_PHOTOS))
+  if unknown:
+    raise ValueError(f"unknown photo(s) {unknown}; bundled: {list(BUNDLED_PHOTOS)}")
+  return [np.asarray(Image.fromarray(getattr(skimage.data, name)()).convert("RGB")) for name in names]
 
 
 def reference_scores(images: Iterable[np.ndarray], qualities: Sequence[int] = QUALITIES) -> dict[int, np.ndarray]:

@@ -15,8 +15,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fractalpre import train
-from superres import data, evaluate, upscale
-from superres.models import get_model
+from superres import data, evaluate, models, upscale
 
 
 def l1_loss(outputs, batch):
@@ -24,11 +23,6 @@ def l1_loss(outputs, batch):
   error = outputs - batch["target"]
   mse = jnp.mean(error ** 2)
   return jnp.mean(jnp.abs(error)), {"train_psnr_rgb": -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))}
-
-
-def model_from_config(config):
-  return get_model(config.model.name, config.scale, config.get("precision", "fp32"),
-                   **{k: v for k, v in config.model.items() if k != "name"})
 
 
 def held_out_evaluation(config, model):
@@ -50,7 +44,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   train.check_batch(config)
   source = data.get_source(config.data)
   train_iter = data.train_iterator(source, config.data, config.scale, config.lr_patch, config.batch_size, config.seed)
-  model = model_from_config(config)
+  model = models.from_config(config)
   state, _, train_step = train.build(config, mesh, model, (1, config.lr_patch, config.lr_patch, 3), l1_loss)
   evaluate_fn = held_out_evaluation(config, model) if config.get("eval_every") else None
   return train.fit(config, workdir, state, train_step, train_iter, NamedSharding(mesh, P("data")), evaluate_fn,

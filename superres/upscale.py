@@ -62,7 +62,7 @@ def load(checkpoint: str | Path, **kwargs) -> Upscaler:
   import ml_collections
 
   from fractalpre import checkpointing
-  from superres.models import get_model
+  from superres import models
   workdir = Path(checkpoint)
   if workdir.name == "checkpoints":
     workdir = workdir.parent
@@ -71,7 +71,6 @@ def load(checkpoint: str | Path, **kwargs) -> Upscaler:
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
   if "scale" not in config:
     raise ValueError(f"checkpoint {str(checkpoint)!r} was not written by superres.train (no scale in its config)")
-  model = get_model(config.model.name, config.scale, config.get("precision", "fp32"),
-                    **{k: v for k, v in config.model.items() if k != "name"})
+  model = models.from_config(config)
   params = checkpointing.load_params(workdir)
   return Upscaler(model, params, config.scale, **kwargs)

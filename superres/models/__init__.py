@@ -12,6 +12,12 @@ VARIANTS = {
 NAMES = tuple(VARIANTS)
 
 
+def from_config(config):
+  """The model of an SR config (`model.name` + sizes, `scale`, `precision`)."""
+  return get_model(config.model.name, config.scale, config.get("precision", "fp32"),
+                   **{k: v for k, v in config.model.items() if k != "name"})
+
+
 def get_model(name: str, scale: int, precision: str = "fp32", **kwargs):
   """A Flax SR module by registry name; `kwargs` override its size (features, blocks, ...)."""
   if name not in VARIANTS:
