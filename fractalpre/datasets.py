@@ -147,7 +147,9 @@ class _FractalSource:
     todo = [j for j in range(len(located)) if j not in reuse]
     s = self.settings
     images = np.empty((len(located), s.size, s.size) + ((3,) if s.color else ()), np.uint8)
-    if todo:
+    if len(todo) == len(located) and not s.color:  # the usual case: render in place, no copy
+      s.draw(systems, keys, probs, out=images)
+    elif todo:
       images[todo] = s.draw([systems[j] for j in todo], [keys[j] for j in todo], [probs[j] for j in todo])
     for j, image in reuse.items():
       images[j] = image

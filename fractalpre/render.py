@@ -2,7 +2,8 @@
 
 Every random choice comes from a counter-based generator (SplitMix64 of `key + i`), so an image is a
 pure function of (system, key, settings): the same bytes whatever the thread count or batch split.
-Kernels release the GIL; `render_batch` renders images in parallel across cores.
+Kernels release the GIL; `render_batch` renders images in parallel across cores, and each image in two
+passes (see `_render_one`): the orbit with four interleaved chains, then 3x3 patches ORed into a tiled bit canvas.
 
 Non-finite points: a point with a coordinate beyond float32's range (|v| > 3.4e38, inf or NaN; possible
 for the non-contractive FractalDB systems) is not drawn, and its chain restarts from the start point.
@@ -19,12 +20,12 @@ MAX_MAPS = 8
 PATCH_GRAY = 127
 CHAINS = 4
 BLOCK = 4096
+CHUNK = 512
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _LOW32 = np.uint64(0xFFFFFFFF)
-_MASK9 = np.uint64(0x1FF)
 
 
 @numba.njit(inline="always", cache=True)
@@ -43,24 +44,11 @@ def _uniform(key, i):
 
 @numba.njit(inline="always", cache=True)
 def _nonempty_mask(r):
-  """A random non-empty 3x3 mask (9 bits, row-major) from the low 27 bits of r: three tries, then
-  the centre pixel."""
-  m = r & _MASK9
-  if m == 0:
-    m = (r >> np.uint64(9)) & _MASK9
-    if m == 0:
-      m = (r >> np.uint64(18)) & _MASK9
-      if m == 0:
-        m = np.uint64(16)
-  return m
-
-
-@numba.njit(inline="always", cache=True)
-def _map_index(u, n_maps, thresholds):
-  k = 0
-  for j in range(n_maps - 1):
-    k += u >= thresholds[j]
-  return k
+  """A random non-empty 3x3 mask (9 bits, row-major) from the low 27 bits of the uint32 r: three tries,
+  then the centre pixel. Selects, not branches, so loops over it vectorise."""
+  nine = np.uint32(0x1FF)
+  m1, m2, m3 = r & nine, (r >> np.uint32(9)) & nine, (r >> np.uint32(18)) & nine
+  return m1 if m1 != 0 else (m2 if m2 != 0 else (m3 if m3 != 0 else np.uint32(16)))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -71,116 +59,203 @@ def _fill_draws(key, first, draws):
 
 
 @numba.njit(inline="always", cache=True)
-def _affine(coef, n_maps, thresholds, draw, x, y):
-  k = _map_index(draw & _LOW32, n_maps, thresholds)
-  return coef[k, 0] * x + coef[k, 1] * y + coef[k, 2], coef[k, 3] * x + coef[k, 4] * y + coef[k, 5]
+def _affine(coef, thresholds, draw, x, y):
+  """Applies the map that the draw's low 32 bits pick: how many cumulative thresholds they reach. The
+  thresholds are a tuple, so its length is known when compiling: one compare for two maps, and a
+  fixed, branch-free count of MAX_MAPS - 1 (unused ones are 2^32, out of reach) otherwise."""
+  u, k = draw & _LOW32, np.uint64(0)
+  for j in range(len(thresholds)):
+    k += np.uint64(6) * np.uint64(u >= thresholds[j])
+  return (coef[k] * x + coef[k + np.uint64(1)] * y + coef[k + np.uint64(2)],
+          coef[k + np.uint64(3)] * x + coef[k + np.uint64(4)] * y + coef[k + np.uint64(5)])
 
 
 @numba.njit(inline="always", cache=True)
-def _store(xy, i, x, y, box):
-  """Stores a point as float32 and widens the box (compares: Numba's min/max are slow)."""
-  fx, fy = np.float32(x), np.float32(y)
-  xy[i, 0] = fx
-  xy[i, 1] = fy
+def _widen(box, x, y):
+  """The box (xmin, xmax, ymin, ymax) widened to hold (x, y); compares, as Numba's min/max are slow."""
   xmin, xmax, ymin, ymax = box
-  return (fx if fx < xmin else xmin, fx if fx > xmax else xmax,
-          fy if fy < ymin else ymin, fy if fy > ymax else ymax)
+  return (x if x < xmin else xmin, x if x > xmax else xmax, y if y < ymin else ymin, y if y > ymax else ymax)
 
 
 @numba.njit(nogil=True, cache=True)
-def _orbit_block(coef, n_maps, thresholds, draws, first, xy, cx, cy, box):
+def _orbit_block(coef, thresholds, draws, first, xy, high, cx, cy, box):
   """Points first .. first + len(draws) - 1 of CHAINS = 4 interleaved orbits whose current points are
   (cx, cy): point i follows point i - 4 by the map that the low 32 bits of its draw pick. Independent
-  chains hide the latency of the serial affine updates. Points are stored as float32 and the box is
-  taken over the stored values, so every stored point maps into the canvas without clamping."""
+  chains hide the latency of the serial affine updates. xy holds x, y of point i at 2i, 2i + 1 as float32,
+  and the box is taken over these stored values; high[i] keeps the draw's high 32 bits (the patch mask's
+  source) for the patch pass."""
   xa, xb, xc, xd = cx[0], cx[1], cx[2], cx[3]
   ya, yb, yc, yd = cy[0], cy[1], cy[2], cy[3]
   n = draws.shape[0]
+  one, two, three, s32 = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(32)
   for j in range(0, n - n % 4, 4):
-    xa, ya = _affine(coef, n_maps, thresholds, draws[j], xa, ya)
-    xb, yb = _affine(coef, n_maps, thresholds, draws[j + 1], xb, yb)
-    xc, yc = _affine(coef, n_maps, thresholds, draws[j + 2], xc, yc)
-    xd, yd = _affine(coef, n_maps, thresholds, draws[j + 3], xd, yd)
-    box = _store(xy, first + j, xa, ya, box)
-    box = _store(xy, first + j + 1, xb, yb, box)
-    box = _store(xy, first + j + 2, xc, yc, box)
-    box = _store(xy, first + j + 3, xd, yd, box)
+    u = np.uint64(j)
+    da, db, dc, dd = draws[u], draws[u + one], draws[u + two], draws[u + three]
+    xa, ya = _affine(coef, thresholds, da, xa, ya)
+    xb, yb = _affine(coef, thresholds, db, xb, yb)
+    xc, yc = _affine(coef, thresholds, dc, xc, yc)
+    xd, yd = _affine(coef, thresholds, dd, xd, yd)
+    i = np.uint64(first + j)
+    high[i], high[i + one] = np.uint32(da >> s32), np.uint32(db >> s32)
+    high[i + two], high[i + three] = np.uint32(dc >> s32), np.uint32(dd >> s32)
+    fxa, fya, fxb, fyb = np.float32(xa), np.float32(ya), np.float32(xb), np.float32(yb)
+    fxc, fyc, fxd, fyd = np.float32(xc), np.float32(yc), np.float32(xd), np.float32(yd)
+    i = i + i
+    xy[i], xy[i + one], xy[i + two], xy[i + three] = fxa, fya, fxb, fyb
+    xy[i + np.uint64(4)], xy[i + np.uint64(5)], xy[i + np.uint64(6)], xy[i + np.uint64(7)] = fxc, fyc, fxd, fyd
+    box = _widen(_widen(_widen(_widen(box, fxa, fya), fxb, fyb), fxc, fyc), fxd, fyd)
   for j in range(n - n % 4, n):  # only in the last block: BLOCK is a multiple of 4
-    xa, ya = _affine(coef, n_maps, thresholds, draws[j], xa, ya)
-    box = _store(xy, first + j, xa, ya, box)
+    xa, ya = _affine(coef, thresholds, draws[j], xa, ya)
+    high[first + j] = np.uint32(draws[j] >> s32)
+    fxa, fya = np.float32(xa), np.float32(ya)
+    xy[2 * (first + j)], xy[2 * (first + j) + 1] = fxa, fya
+    box = _widen(box, fxa, fya)
   cx[0], cx[1], cx[2], cx[3] = xa, xb, xc, xd
   cy[0], cy[1], cy[2], cy[3] = ya, yb, yc, yd
   return box
 
 
 @numba.njit(nogil=True, cache=True)
-def _orbit_block_restarting(coef, n_maps, thresholds, draws, first, xy, cx, cy, box, x0, y0):
+def _orbit_block_restarting(coef, thresholds, draws, first, xy, high, cx, cy, box, x0, y0):
   """`_orbit_block` for orbits that overflow: a point that is not finite in float32 is stored as NaN
   (not drawn) and its chain goes on from (x0, y0)."""
   for j in range(draws.shape[0]):
     c = (first + j) % CHAINS
-    x, y = _affine(coef, n_maps, thresholds, draws[j], cx[c], cy[c])
+    x, y = _affine(coef, thresholds, draws[j], cx[c], cy[c])
+    high[first + j] = np.uint32(draws[j] >> np.uint64(32))
+    i = 2 * (first + j)
     if np.isfinite(np.float32(x)) and np.isfinite(np.float32(y)):
-      box = _store(xy, first + j, x, y, box)
+      fx, fy = np.float32(x), np.float32(y)
+      xy[i], xy[i + 1] = fx, fy
+      box = _widen(box, fx, fy)
     else:
       x, y = x0, y0
-      xy[first + j, 0] = np.nan
+      xy[i], xy[i + 1] = np.nan, np.nan
     cx[c], cy[c] = x, y
   return box
 
 
 @numba.njit(inline="always", cache=True)
-def _or_pattern(bits, word, shift, pattern):
-  """ORs a 3-bit pattern into a row of the bit canvas at bit `shift` of `word` (may spill over)."""
-  bits[word] |= pattern << shift
-  if shift > np.uint64(61):
-    bits[word + np.uint64(1)] |= pattern >> (np.uint64(64) - shift)
+def _canvas_shape(size):
+  """(tile rows, tiles per row, log2 of the row stride) of the tiled canvas for a size x size image (see
+  `_unpack_canvas`): enough tiles for a patch's top-left pixel, at most size - 3 in both axes."""
+  rows, per_row, shift = ((size - 3) >> 1) + 1, ((size - 3) >> 3) + 1, 0
+  while (1 << shift) < per_row:
+    shift += 1
+  return rows, per_row, shift
 
 
 @numba.njit(nogil=True, cache=True)
-def _draw_patches(xy, first, draws, checked, xmin, sx, ox, ymin, sy, oy, words, image_mask, bits):
-  """ORs the 3x3 mask of points first .. first + len(draws) - 1 (each its own, from the high bits of
-  its draw, or `image_mask` when non-zero) into the bit canvas as three rows of 3 bits: three
-  read-modify-writes per point instead of nine. Unsigned indices: Numba adds no wrap-around code."""
-  seven, three, six, sixty_three = np.uint64(7), np.uint64(3), np.uint64(6), np.uint64(63)
-  words = np.uint64(words)
-  for j in range(draws.shape[0]):
-    i = first + j
-    if checked and np.isnan(xy[i, 0]):
-      continue
-    left = np.uint64(ox - 1 + int((xy[i, 0] - xmin) * sx))
-    top = np.uint64(oy - 1 - int((xy[i, 1] - ymin) * sy))
-    word, shift = top * words + (left >> np.uint64(6)), left & sixty_three
-    m = image_mask if image_mask else _nonempty_mask(draws[j] >> np.uint64(32))
-    _or_pattern(bits, word, shift, m & seven)
-    _or_pattern(bits, word + words, shift, (m >> three) & seven)
-    _or_pattern(bits, word + words + words, shift, (m >> six) & seven)
+def _tile_patterns():
+  """All 512 3x3 masks (9 bits, row-major) as tile patterns: mask row q at bits 16q .. 16q + 2."""
+  m = np.arange(512).astype(np.uint64)
+  return (m & np.uint64(0x7)) | ((m & np.uint64(0x38)) << np.uint64(13)) | ((m & np.uint64(0x1C0)) << np.uint64(26))
 
 
 @numba.njit(nogil=True, cache=True)
-def _render_one(coef, n_maps, thresholds, x0, y0, key, pad, mode, xy, draws, bits, out):
-  """Renders into out (size, size). Draws are made BLOCK at a time (twice: for the orbit, then for the
-  masks) so that only the float32 points, not the draws, must stay in cache."""
-  size, points, block = out.shape[0], xy.shape[0], draws.shape[0]
-  out[:] = 0
+def _patch_positions(xy, high, first, xmin, sx, ox, ymin, sy, oy, stride_shift, image_mask, checked, pos, masks):
+  """For points first .. first + len(pos) - 1: where the patch goes in the tiled canvas (64 * tile + bit
+  offset; see `_unpack_canvas`) and its 3x3 mask (its own, from the high bits of its draw, or
+  `image_mask` when non-zero; 0 for a NaN point, which draws nothing). Tile rows are 2^stride_shift
+  tiles apart, so it takes shifts, not multiplies (Numba widens integer arithmetic to 64 bits, and AVX2
+  has no 64-bit multiply), and no branches: it vectorises."""
+  ox1, oy1, stride = np.uint32(ox - 1), np.uint32(oy - 1), np.uint32(stride_shift)
+  one, three, four, six, seven = np.uint32(1), np.uint32(3), np.uint32(4), np.uint32(6), np.uint32(7)
+  for j in range(pos.shape[0]):
+    i = np.uint64(first + j)
+    x, y = np.float64(xy[i + i]), np.float64(xy[i + i + np.uint64(1)])
+    left = ox1 + np.uint32(np.int32((x - xmin) * sx))
+    top = oy1 - np.uint32(np.int32((y - ymin) * sy))
+    tile = ((top >> one) << stride) + (left >> three)
+    pos[j] = (tile << six) + ((top & one) << four) + (left & seven)
+  if image_mask:
+    masks[:] = image_mask
+  else:
+    for j in range(masks.shape[0]):
+      masks[j] = _nonempty_mask(high[np.uint64(first + j)])
+  if checked:
+    for j in range(pos.shape[0]):
+      if np.isnan(xy[2 * (first + j)]):
+        pos[j], masks[j] = 0, 0
+
+
+@numba.njit(nogil=True, cache=True)
+def _draw_patches(pos, masks, patterns, bits):
+  """ORs each point's tile pattern into its tile: one read-modify-write per point."""
+  six, sixty_three = np.uint32(6), np.uint32(63)
+  for j in range(pos.shape[0]):
+    p = pos[j]
+    bits[np.uint64(p >> six)] |= patterns[np.uint64(masks[j])] << np.uint64(p & sixty_three)
+
+
+@numba.njit(nogil=True, cache=True)
+def _unpack_canvas(bits, out):
+  """Tiled canvas -> out, gray PATCH_GRAY where any patch drew.
+
+  A tile is one 64-bit word holding 4 rows of 16 pixels (row q at bits 16q .. 16q + 15); tile (T, S)
+  covers rows 2T .. 2T + 3 and columns 8S .. 8S + 15, so tiles overlap by half both ways and every 3x3
+  patch falls inside the one tile (top // 2, left // 8). Tile (T, S) is bits[T * 2^shift + S]. Unpacking
+  first folds each tile's overlap into its neighbours (right, then below), after which pixel (r, c) is
+  bit 16 (r - 2T) + c - 8S of tile (T, S) = (r // 2, c // 8), clipped to the last tile row and column."""
+  size = out.shape[0]
+  rows, per_row, shift = _canvas_shape(size)
+  stride = 1 << shift
+  high_bytes = np.uint64(0xFF00FF00FF00FF00)
+  for t in range(rows):
+    for s in range(1, per_row):
+      bits[t * stride + s] |= (bits[t * stride + s - 1] & high_bytes) >> np.uint64(8)
+  for t in range(1, rows):
+    for s in range(per_row):
+      bits[t * stride + s] |= bits[(t - 1) * stride + s] >> np.uint64(32)
+  gray = np.zeros((256, 8), np.uint8)  # the 8 pixels of each byte of a tile row
+  for v in range(256):
+    for j in range(8):
+      gray[v, j] = PATCH_GRAY * ((v >> j) & 1)
+  for r in range(size):
+    t = min(r >> 1, rows - 1)
+    row, q = bits[t * stride:t * stride + per_row], np.uint64(16 * (r - 2 * t))
+    for s in range(min(per_row, size >> 3)):
+      byte = (row[s] >> q) & np.uint64(0xFF)
+      for j in range(8):
+        out[r, 8 * s + j] = gray[byte, j]
+    word = row[per_row - 1] >> q
+    for c in range(8 * min(per_row, size >> 3), size):
+      out[r, c] = np.uint8(((word >> np.uint64(c - 8 * (per_row - 1))) & np.uint64(1)) * PATCH_GRAY)
+
+
+@numba.njit(nogil=True, cache=True)
+def _render_one(coef, n_maps, thresholds, x0, y0, key, pad, mode, patterns, xy, high, draws, pos, masks, bits, out):
+  """Renders into out (size, size). Pass 1 makes the draws BLOCK at a time (so they stay in cache), runs
+  the orbit and keeps float32 points, the draws' high bits and the box; pass 2 maps the points to patch
+  positions CHUNK at a time (vectorised) and ORs the patches into a tiled bit canvas (scalar, one word a
+  point)."""
+  size, points, block = out.shape[0], high.shape[0], draws.shape[0]
   cx, cy = np.full(CHAINS, x0), np.full(CHAINS, y0)
-  box = (np.inf, -np.inf, np.inf, -np.inf)
+  t = thresholds
+  all_thresholds = (t[0], t[1], t[2], t[3], t[4], t[5], t[6])  # MAX_MAPS - 1
+  inf32 = np.float32(np.inf)
+  box = (inf32, -inf32, inf32, -inf32)
   for first in range(0, points, block):
     d = draws[:min(block, points - first)]
     _fill_draws(key, first, d)
-    box = _orbit_block(coef, n_maps, thresholds, d, first, xy, cx, cy, box)
+    if n_maps == 2:  # 1p-frac's systems
+      box = _orbit_block(coef, (thresholds[0],), d, first, xy, high, cx, cy, box)
+    else:
+      box = _orbit_block(coef, all_thresholds, d, first, xy, high, cx, cy, box)
   xmin, xmax, ymin, ymax = box
   restart = not (np.isfinite(xmin) and np.isfinite(xmax) and np.isfinite(ymin) and np.isfinite(ymax))
   if restart:  # an orbit's first non-finite float32 coordinate is +-inf, so it shows in the box
     cx[:], cy[:] = x0, y0
-    box = (np.inf, -np.inf, np.inf, -np.inf)
+    box = (inf32, -inf32, inf32, -inf32)
     for first in range(0, points, block):
       d = draws[:min(block, points - first)]
       _fill_draws(key, first, d)
-      box = _orbit_block_restarting(coef, n_maps, thresholds, d, first, xy, cx, cy, box, x0, y0)
+      box = _orbit_block_restarting(coef, all_thresholds, d, first, xy, high, cx, cy, box, x0, y0)
     xmin, xmax, ymin, ymax = box
     if not xmin <= xmax:
+      out[:] = 0
       return
+  xmin, xmax, ymin, ymax = np.float64(xmin), np.float64(xmax), np.float64(ymin), np.float64(ymax)
   # Pixel = offset + floor((v - min) * scale): in [0, span] for every stored v, so no clamping.
   span = size - 2 * pad - 1
   sx = span / (xmax - xmin) if xmax > xmin else 0.0
@@ -188,23 +263,22 @@ def _render_one(coef, n_maps, thresholds, x0, y0, key, pad, mode, xy, draws, bit
   ox = pad + (0 if xmax > xmin else span // 2)
   oy = size - 1 - pad - (0 if ymax > ymin else span // 2)  # rows count down: the image is flipped
   if mode <= 1:
-    words = size // 64 + 1
-    image_mask = _nonempty_mask(_mix(key)) if mode == 1 else np.uint64(0)
+    stride_shift = _canvas_shape(size)[2]
+    image_mask = _nonempty_mask(np.uint32(_mix(key) & _LOW32)) if mode == 1 else np.uint32(0)
     bits[:] = 0
-    for first in range(0, points, block):
-      d = draws[:min(block, points - first)]
-      if mode == 0:
-        _fill_draws(key, first, d)
-      _draw_patches(xy, first, d, restart, xmin, sx, ox, ymin, sy, oy, words, image_mask, bits)
-    for r in range(size):
-      for c in range(size):
-        w = bits[r * words + (c >> 6)]
-        out[r, c] = np.uint8(((w >> np.uint64(c & 63)) & np.uint64(1)) * PATCH_GRAY)
+    chunk = pos.shape[0]
+    for first in range(0, points, chunk):
+      n = min(chunk, points - first)
+      _patch_positions(xy, high, first, xmin, sx, ox, ymin, sy, oy, stride_shift, image_mask, restart, pos[:n],
+                       masks[:n])
+      _draw_patches(pos[:n], masks[:n], patterns, bits)
+    _unpack_canvas(bits, out)
     return
+  out[:] = 0
   counts = np.zeros((size, size), np.uint32)
   for i in range(points):
-    if not np.isnan(xy[i, 0]):
-      counts[oy - int((xy[i, 1] - ymin) * sy), ox + int((xy[i, 0] - xmin) * sx)] += 1
+    if not np.isnan(xy[2 * i]):
+      counts[oy - int((xy[2 * i + 1] - ymin) * sy), ox + int((xy[2 * i] - xmin) * sx)] += 1
   peak = counts.max()
   for r in range(size):
     for c in range(size):
@@ -216,16 +290,24 @@ def _render_one(coef, n_maps, thresholds, x0, y0, key, pad, mode, xy, draws, bit
 
 @numba.njit(nogil=True, parallel=True, cache=True)
 def _render_batch(coefs, n_maps, thresholds, starts, keys, points, pad, mode, threads, out):
-  """Each thread renders every `threads`-th image into buffers it allocates once."""
+  """Each thread renders every `threads`-th image into buffers it allocates once; coefs holds each
+  system's maps as MAX_MAPS rows of (a, b, e, c, d, f) flattened."""
   count, size = out.shape[0], out.shape[1]
-  # Per-thread buffers, one row each, padded to whole pages so that threads never share a cache line.
-  xy = np.empty((threads, points + 1024, 2), np.float32)
+  rows, _, shift = _canvas_shape(size)
+  tiles = rows << shift
+  # Per-thread buffers, one row each, padded so that threads never share a cache line.
+  xy = np.empty((threads, 2 * points + 1024), np.float32)
+  high = np.empty((threads, points + 1024), np.uint32)
   draws = np.empty((threads, min(points, BLOCK) + 512), np.uint64)
-  bits = np.empty((threads, size * (size // 64 + 1) + 512), np.uint64)
+  pos = np.empty((threads, CHUNK + 64), np.uint32)
+  masks = np.empty((threads, CHUNK + 64), np.uint32)
+  bits = np.empty((threads, tiles + 512), np.uint64)
+  patterns = _tile_patterns()
   for t in numba.prange(threads):
     for b in range(t, count, threads):
-      _render_one(coefs[b], n_maps[b], thresholds[b], starts[b, 0], starts[b, 1], keys[b], pad, mode,
-                  xy[t, :points], draws[t, :min(points, BLOCK)], bits[t, :size * (size // 64 + 1)], out[b])
+      _render_one(coefs[b], n_maps[b], thresholds[b], starts[b, 0], starts[b, 1], keys[b], pad, mode, patterns,
+                  xy[t, :2 * points], high[t, :points], draws[t, :min(points, BLOCK)], pos[t, :CHUNK],
+                  masks[t, :CHUNK], bits[t, :tiles], out[b])
 
 
 @numba.njit(inline="always", cache=True)
@@ -336,19 +418,23 @@ def _pack(systems: Sequence[np.ndarray], probabilities: Sequence[np.ndarray] | N
     p = np.zeros((count, MAX_MAPS))
     for i, (q, n) in enumerate(zip(probabilities, n_maps)):
       q = np.asarray(q, np.float64)
-      if q.shape != (n,) or not np.all(q >= 0) or not np.isclose(q.sum(), 1.0):
+      if q.shape != (n,):
         raise ValueError(f"map probabilities must be {n} non-negative numbers summing to 1, got {q}")
       p[i, :n] = q
-  cum = np.cumsum(p, axis=1)
+    bad = ~(np.all(p >= 0, axis=1) & np.isclose(p.sum(axis=1), 1.0))  # checked at once: cheaper per image
+    if bad.any():
+      i = int(np.argmax(bad))
+      raise ValueError(f"map probabilities must be {n_maps[i]} non-negative numbers summing to 1, got {p[i, :n_maps[i]]}")
+  cum = np.cumsum(p, axis=1)  # unused thresholds are 2^32, which no 32-bit draw reaches
   thresholds = np.where(np.arange(MAX_MAPS)[None, :] < n_maps[:, None] - 1,
-                        np.minimum(np.round(cum * 2.0**32), 2.0**32), 0).astype(np.uint64)
+                        np.minimum(np.round(cum * 2.0**32), 2.0**32), 2.0**32).astype(np.uint64)
   # Start at the fixed point of map 1, (I - A_1)^-1 b_1 (ifs.start_point), by Cramer's rule.
   a, b, e, c, d, f = (coefs[:, 0, k] for k in range(6))
   det = (1 - a) * (1 - d) - b * c
   ok = np.abs(det) >= 1e-12
   safe = np.where(ok, det, 1.0)
   starts = np.stack([np.where(ok, ((1 - d) * e + b * f) / safe, 0.0), np.where(ok, (c * e + (1 - a) * f) / safe, 0.0)], 1)
-  return coefs, n_maps, thresholds, starts
+  return coefs.reshape(count, MAX_MAPS * 6), n_maps, thresholds, starts
 
 
 def validate(size: int, points: int, mode: str, pad: int, color: bool = False, background: bool = False) -> None:

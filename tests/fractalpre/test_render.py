@@ -66,17 +66,20 @@ def reference_render(system, key, size, points, pad, mode):
 
 
 @pytest.mark.parametrize("mode", ["patch", "binary", "density"])
-@pytest.mark.parametrize("size,n_maps", [(64, 2), (130, 3), (200, 5)])
+@pytest.mark.parametrize("size,n_maps", [(64, 2), (66, 4), (130, 3), (200, 5), (97, 8)])
 def test_kernel_equals_the_reference(mode, size, n_maps):
+  # 66 and 97 put patches in the canvas's last columns (past its last word's first 32); 8 maps fill
+  # every threshold.
   system = ifs.sample_sigma_system(ifs.rng_for(size, n_maps), n_maps, 0.8 * n_maps + 1)
   got = render.render(system, key=1234 + size, size=size, points=3001, mode=mode, pad=4)
   np.testing.assert_array_equal(got, reference_render(system, 1234 + size, size, 3001, 4, mode))
 
 
-def test_overflowing_orbits_restart_and_match_the_reference():
+@pytest.mark.parametrize("mode", ["patch", "binary"])
+def test_overflowing_orbits_restart_and_match_the_reference(mode):
   system = np.array([[[1.9, 0.3, 0.5], [0.2, 1.7, -0.4]], [[0.4, 0.0, 0.1], [0.0, 0.4, 0.3]]])
-  got = render.render(system, key=7, size=64, points=4000, mode="binary", pad=3)
-  want = reference_render(system, 7, 64, 4000, 3, "binary")
+  got = render.render(system, key=7, size=64, points=4000, mode=mode, pad=3)
+  want = reference_render(system, 7, 64, 4000, 3, mode)
   assert got.any()
   np.testing.assert_array_equal(got, want)
 
@@ -143,6 +146,15 @@ def test_bad_settings_are_refused(kwargs, message):
   settings = {"size": 64, "points": 100, **kwargs}
   with pytest.raises(ValueError, match=message):
     render.render(np.zeros((2, 2, 3)), **settings)
+
+
+def test_bad_map_probabilities_are_refused():
+  systems = [ifs.sample_sigma_system(ifs.rng_for(i), 2, 3.5) for i in range(3)]
+  good = [ifs.map_probabilities(s) for s in systems]
+  with pytest.raises(ValueError, match=r"map probabilities must be 2 non-negative numbers summing to 1, got \[0.5 0.6\]"):
+    render.render_batch(systems, [1, 2, 3], size=32, points=100, probabilities=[good[0], [0.5, 0.6], good[2]])
+  with pytest.raises(ValueError, match="map probabilities must be 2 non-negative numbers"):
+    render.render_batch(systems, [1, 2, 3], size=32, points=100, probabilities=[good[0], good[1], [1.0]])
 
 
 def test_reused_output_buffer_gives_the_same_images():
