@@ -58,6 +58,13 @@ def _fill_draws(key, first, draws):
     draws[j] = _mix(key + np.uint64(first + j + 1) * _GOLDEN)
 
 
+@numba.njit(nogil=True, cache=True)
+def _point_masks(draws, masks):
+  """masks[j] = the 3x3 mask of draw j, from its high 32 bits (vectorises)."""
+  for j in range(draws.shape[0]):
+    masks[j] = _nonempty_mask(np.uint32(draws[j] >> np.uint64(32)))
+
+
 @numba.njit(inline="always", cache=True)
 def _affine(coef, thresholds, draw, x, y):
   """Applies the map that the draw's low 32 bits pick: how many cumulative thresholds they reach. The
@@ -78,16 +85,15 @@ def _widen(box, x, y):
 
 
 @numba.njit(nogil=True, cache=True)
-def _orbit_block(coef, thresholds, draws, first, xy, high, cx, cy, box):
+def _orbit_block(coef, thresholds, draws, first, xy, cx, cy, box):
   """Points first .. first + len(draws) - 1 of CHAINS = 4 interleaved orbits whose current points are
   (cx, cy): point i follows point i - 4 by the map that the low 32 bits of its draw pick. Independent
   chains hide the latency of the serial affine updates. xy holds x, y of point i at 2i, 2i + 1 as float32,
-  and the box is taken over these stored values; high[i] keeps the draw's high 32 bits (the patch mask's
-  source) for the patch pass."""
+  and the box is taken over these stored values."""
   xa, xb, xc, xd = cx[0], cx[1], cx[2], cx[3]
   ya, yb, yc, yd = cy[0], cy[1], cy[2], cy[3]
   n = draws.shape[0]
-  one, two, three, s32 = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(32)
+  one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
   for j in range(0, n - n % 4, 4):
     u = np.uint64(j)
     da, db, dc, dd = draws[u], draws[u + one], draws[u + two], draws[u + three]
@@ -95,18 +101,14 @@ def _orbit_block(coef, thresholds, draws, first, xy, high, cx, cy, box):
     xb, yb = _affine(coef, thresholds, db, xb, yb)
     xc, yc = _affine(coef, thresholds, dc, xc, yc)
     xd, yd = _affine(coef, thresholds, dd, xd, yd)
-    i = np.uint64(first + j)
-    high[i], high[i + one] = np.uint32(da >> s32), np.uint32(db >> s32)
-    high[i + two], high[i + three] = np.uint32(dc >> s32), np.uint32(dd >> s32)
     fxa, fya, fxb, fyb = np.float32(xa), np.float32(ya), np.float32(xb), np.float32(yb)
     fxc, fyc, fxd, fyd = np.float32(xc), np.float32(yc), np.float32(xd), np.float32(yd)
-    i = i + i
+    i = np.uint64(2 * (first + j))
     xy[i], xy[i + one], xy[i + two], xy[i + three] = fxa, fya, fxb, fyb
     xy[i + np.uint64(4)], xy[i + np.uint64(5)], xy[i + np.uint64(6)], xy[i + np.uint64(7)] = fxc, fyc, fxd, fyd
     box = _widen(_widen(_widen(_widen(box, fxa, fya), fxb, fyb), fxc, fyc), fxd, fyd)
   for j in range(n - n % 4, n):  # only in the last block: BLOCK is a multiple of 4
     xa, ya = _affine(coef, thresholds, draws[j], xa, ya)
-    high[first + j] = np.uint32(draws[j] >> s32)
     fxa, fya = np.float32(xa), np.float32(ya)
     xy[2 * (first + j)], xy[2 * (first + j) + 1] = fxa, fya
     box = _widen(box, fxa, fya)
@@ -116,13 +118,12 @@ def _orbit_block(coef, thresholds, draws, first, xy, high, cx, cy, box):
 
 
 @numba.njit(nogil=True, cache=True)
-def _orbit_block_restarting(coef, thresholds, draws, first, xy, high, cx, cy, box, x0, y0):
+def _orbit_block_restarting(coef, thresholds, draws, first, xy, cx, cy, box, x0, y0):
   """`_orbit_block` for orbits that overflow: a point that is not finite in float32 is stored as NaN
   (not drawn) and its chain goes on from (x0, y0)."""
   for j in range(draws.shape[0]):
     c = (first + j) % CHAINS
     x, y = _affine(coef, thresholds, draws[j], cx[c], cy[c])
-    high[first + j] = np.uint32(draws[j] >> np.uint64(32))
     i = 2 * (first + j)
     if np.isfinite(np.float32(x)) and np.isfinite(np.float32(y)):
       fx, fy = np.float32(x), np.float32(y)
@@ -153,12 +154,11 @@ def _tile_patterns():
 
 
 @numba.njit(nogil=True, cache=True)
-def _patch_positions(xy, high, first, xmin, sx, ox, ymin, sy, oy, stride_shift, image_mask, checked, pos, masks):
+def _patch_positions(xy, first, xmin, sx, ox, ymin, sy, oy, stride_shift, checked, pos, masks):
   """For points first .. first + len(pos) - 1: where the patch goes in the tiled canvas (64 * tile + bit
-  offset; see `_unpack_canvas`) and its 3x3 mask (its own, from the high bits of its draw, or
-  `image_mask` when non-zero; 0 for a NaN point, which draws nothing). Tile rows are 2^stride_shift
-  tiles apart, so it takes shifts, not multiplies (Numba widens integer arithmetic to 64 bits, and AVX2
-  has no 64-bit multiply), and no branches: it vectorises."""
+  offset; see `_unpack_canvas`); with `checked`, a NaN point gets mask 0 (it draws nothing). Tile rows
+  are 2^stride_shift tiles apart, so it takes shifts, not multiplies (Numba widens integer arithmetic to
+  64 bits, and AVX2 has no 64-bit multiply), and no branches: it vectorises."""
   ox1, oy1, stride = np.uint32(ox - 1), np.uint32(oy - 1), np.uint32(stride_shift)
   one, three, four, six, seven = np.uint32(1), np.uint32(3), np.uint32(4), np.uint32(6), np.uint32(7)
   for j in range(pos.shape[0]):
@@ -168,11 +168,6 @@ def _patch_positions(xy, high, first, xmin, sx, ox, ymin, sy, oy, stride_shift, 
     top = oy1 - np.uint32(np.int32((y - ymin) * sy))
     tile = ((top >> one) << stride) + (left >> three)
     pos[j] = (tile << six) + ((top & one) << four) + (left & seven)
-  if image_mask:
-    masks[:] = image_mask
-  else:
-    for j in range(masks.shape[0]):
-      masks[j] = _nonempty_mask(high[np.uint64(first + j)])
   if checked:
     for j in range(pos.shape[0]):
       if np.isnan(xy[2 * (first + j)]):
@@ -224,12 +219,12 @@ def _unpack_canvas(bits, out):
 
 
 @numba.njit(nogil=True, cache=True)
-def _render_one(coef, n_maps, thresholds, x0, y0, key, pad, mode, patterns, xy, high, draws, pos, masks, bits, out):
+def _render_one(coef, n_maps, thresholds, x0, y0, key, pad, mode, patterns, xy, masks, draws, pos, bits, out):
   """Renders into out (size, size). Pass 1 makes the draws BLOCK at a time (so they stay in cache), runs
-  the orbit and keeps float32 points, the draws' high bits and the box; pass 2 maps the points to patch
-  positions CHUNK at a time (vectorised) and ORs the patches into a tiled bit canvas (scalar, one word a
-  point)."""
-  size, points, block = out.shape[0], high.shape[0], draws.shape[0]
+  the orbit and keeps the float32 points, their box and (patch mode) their 3x3 masks as uint16; pass 2
+  maps the points to patch positions CHUNK at a time (vectorised) and ORs the patches into a tiled bit
+  canvas (scalar, one word a point). Per point it keeps 10 bytes, which sets the memory traffic."""
+  size, points, block = out.shape[0], masks.shape[0], draws.shape[0]
   cx, cy = np.full(CHAINS, x0), np.full(CHAINS, y0)
   t = thresholds
   all_thresholds = (t[0], t[1], t[2], t[3], t[4], t[5], t[6])  # MAX_MAPS - 1
@@ -239,9 +234,11 @@ def _render_one(coef, n_maps, thresholds, x0, y0, key, pad, mode, patterns, xy, 
     d = draws[:min(block, points - first)]
     _fill_draws(key, first, d)
     if n_maps == 2:  # 1p-frac's systems
-      box = _orbit_block(coef, (thresholds[0],), d, first, xy, high, cx, cy, box)
+      box = _orbit_block(coef, (thresholds[0],), d, first, xy, cx, cy, box)
     else:
-      box = _orbit_block(coef, all_thresholds, d, first, xy, high, cx, cy, box)
+      box = _orbit_block(coef, all_thresholds, d, first, xy, cx, cy, box)
+    if mode == 0:
+      _point_masks(d, masks[first:first + d.shape[0]])
   xmin, xmax, ymin, ymax = box
   restart = not (np.isfinite(xmin) and np.isfinite(xmax) and np.isfinite(ymin) and np.isfinite(ymax))
   if restart:  # an orbit's first non-finite float32 coordinate is +-inf, so it shows in the box
@@ -250,7 +247,7 @@ def _render_one(coef, n_maps, thresholds, x0, y0, key, pad, mode, patterns, xy, 
     for first in range(0, points, block):
       d = draws[:min(block, points - first)]
       _fill_draws(key, first, d)
-      box = _orbit_block_restarting(coef, all_thresholds, d, first, xy, high, cx, cy, box, x0, y0)
+      box = _orbit_block_restarting(coef, all_thresholds, d, first, xy, cx, cy, box, x0, y0)
     xmin, xmax, ymin, ymax = box
     if not xmin <= xmax:
       out[:] = 0
@@ -264,14 +261,14 @@ def _render_one(coef, n_maps, thresholds, x0, y0, key, pad, mode, patterns, xy, 
   oy = size - 1 - pad - (0 if ymax > ymin else span // 2)  # rows count down: the image is flipped
   if mode <= 1:
     stride_shift = _canvas_shape(size)[2]
-    image_mask = _nonempty_mask(np.uint32(_mix(key) & _LOW32)) if mode == 1 else np.uint32(0)
+    if mode == 1:
+      masks[:] = _nonempty_mask(np.uint32(_mix(key) & _LOW32))
     bits[:] = 0
     chunk = pos.shape[0]
     for first in range(0, points, chunk):
       n = min(chunk, points - first)
-      _patch_positions(xy, high, first, xmin, sx, ox, ymin, sy, oy, stride_shift, image_mask, restart, pos[:n],
-                       masks[:n])
-      _draw_patches(pos[:n], masks[:n], patterns, bits)
+      _patch_positions(xy, first, xmin, sx, ox, ymin, sy, oy, stride_shift, restart, pos[:n], masks[first:first + n])
+      _draw_patches(pos[:n], masks[first:first + n], patterns, bits)
     _unpack_canvas(bits, out)
     return
   out[:] = 0
@@ -297,17 +294,16 @@ def _render_batch(coefs, n_maps, thresholds, starts, keys, points, pad, mode, th
   tiles = rows << shift
   # Per-thread buffers, one row each, padded so that threads never share a cache line.
   xy = np.empty((threads, 2 * points + 1024), np.float32)
-  high = np.empty((threads, points + 1024), np.uint32)
+  masks = np.empty((threads, points + 1024), np.uint16)
   draws = np.empty((threads, min(points, BLOCK) + 512), np.uint64)
   pos = np.empty((threads, CHUNK + 64), np.uint32)
-  masks = np.empty((threads, CHUNK + 64), np.uint32)
   bits = np.empty((threads, tiles + 512), np.uint64)
   patterns = _tile_patterns()
   for t in numba.prange(threads):
     for b in range(t, count, threads):
       _render_one(coefs[b], n_maps[b], thresholds[b], starts[b, 0], starts[b, 1], keys[b], pad, mode, patterns,
-                  xy[t, :2 * points], high[t, :points], draws[t, :min(points, BLOCK)], pos[t, :CHUNK],
-                  masks[t, :CHUNK], bits[t, :tiles], out[b])
+                  xy[t, :2 * points], masks[t, :points], draws[t, :min(points, BLOCK)], pos[t, :CHUNK],
+                  bits[t, :tiles], out[b])
 
 
 @numba.njit(inline="always", cache=True)
