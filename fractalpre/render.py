@@ -420,7 +420,8 @@ def _pack(systems: Sequence[np.ndarray], probabilities: Sequence[np.ndarray] | N
     bad = ~(np.all(p >= 0, axis=1) & np.isclose(p.sum(axis=1), 1.0))  # checked at once: cheaper per image
     if bad.any():
       i = int(np.argmax(bad))
-      raise ValueError(f"map probabilities must be {n_maps[i]} non-negative numbers summing to 1, got {p[i, :n_maps[i]]}")
+      raise ValueError(f"map probabilities must be {n_maps[i]} non-negative numbers summing to 1, "
+                       f"got {p[i, :n_maps[i]]}")
   cum = np.cumsum(p, axis=1)  # unused thresholds are 2^32, which no 32-bit draw reaches
   thresholds = np.where(np.arange(MAX_MAPS)[None, :] < n_maps[:, None] - 1,
                         np.minimum(np.round(cum * 2.0**32), 2.0**32), 2.0**32).astype(np.uint64)
