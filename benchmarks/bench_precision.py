@@ -8,11 +8,10 @@ add `--model vit_b16 --batch 128` there.
 """
 import argparse
 
-import jax
 
 from bench_train import median_step_seconds
 from fractalpre import train
-from machine import describe
+from machine import describe_jax
 
 
 def main():
@@ -21,7 +20,7 @@ def main():
   parser.add_argument("--model", default=None, help="default: the runlocal ViT and ViT-Ti/16 at batch 8")
   parser.add_argument("--batch", type=int, default=8)
   args = parser.parse_args()
-  print(f"# bench_precision on {describe()}, JAX {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}")
+  print(f"# bench_precision on {describe_jax()}")
   print("| model | image | batch | fp32 img/s | bf16 img/s | fp8 img/s | bf16 / fp32 time | fp8 / fp32 time |")
   print("|---|---:|---:|---:|---:|---:|---:|---:|")
   local = train.load_config("configs/pretrain_1pfrac_vit.py:runlocal")

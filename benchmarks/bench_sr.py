@@ -18,7 +18,7 @@ from jax.sharding import PartitionSpec as P
 
 from bench_train import median_seconds
 from fractalpre import train
-from machine import describe
+from machine import describe_jax
 from superres import data, models, upscale
 from superres import train as sr_train
 
@@ -63,7 +63,7 @@ def main():
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--runs", type=int, default=5)
   args = parser.parse_args()
-  print(f"# bench_sr on {describe()}, JAX {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}")
+  print(f"# bench_sr on {describe_jax()}")
   print("| model | scale | LR patch | batch | train patches/s | pipeline patches/s (workers) | upscale MP/s |")
   print("|---|---:|---:|---:|---:|---:|---:|")
   for name, arg in (("EDSR-baseline", "scale=4"), ("EDSR runlocal (32 x 4)", "runlocal"),

@@ -18,7 +18,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fractalpre import input_pipeline, train
-from machine import describe
+from machine import describe_jax
 
 
 def median_step_seconds(config, steps, num_classes=None):
@@ -63,7 +63,7 @@ def main():
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--vit_batch", type=int, default=32)
   args = parser.parse_args()
-  print(f"# bench_train on {describe()}, JAX {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}")
+  print(f"# bench_train on {describe_jax()}")
   print("| model | image | batch | step img/s | pipeline img/s (workers) | pipeline / step |")
   print("|---|---:|---:|---:|---:|---:|")
   full = train.load_config("configs/pretrain_1pfrac_vit.py")

@@ -11,3 +11,9 @@ def describe() -> str:
   except (OSError, StopIteration):
     pass
   return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def describe_jax() -> str:
+  """`describe()` plus the JAX version and devices, for the benchmarks that train."""
+  import jax  # here, so that benchmarks without JAX do not import it
+  return f"{describe()}, JAX {jax.__version__}, {jax.device_count()} x {jax.devices()[0].device_kind}"
