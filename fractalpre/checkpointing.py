@@ -2,19 +2,25 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
+import jax
 import orbax.checkpoint as ocp
+
+from fractalpre.fileio import UsageError
 
 
 class Checkpoints:
   """Async saves every `every` steps, keeps the newest `keep`. `restore_latest` returns the newest
-  checkpoint that loads; a damaged one is skipped with a warning and the previous one is used."""
+  checkpoint that loads; a damaged one is moved aside to WORKDIR/damaged_checkpoints/ (orbax will not
+  save a step at or below the newest step folder it finds, broken or not) and the previous one is used."""
 
   def __init__(self, workdir: str | Path, keep: int = 3):
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True)
-    self.manager = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", options=options,
-                                         item_names=("state", "data"))
+    self.directory = Path(workdir).absolute() / "checkpoints"
+    self.damaged = Path(workdir).absolute() / "damaged_checkpoints"
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
 
   def save(self, step: int, state, data_state: dict) -> None:
     self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -22,15 +28,31 @@ class Checkpoints:
 
   def restore_latest(self, abstract_state):
     """(step, state, data_state) of the newest loadable checkpoint, or None when there is none."""
+    found, moved = None, False
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-        return step, restored["state"], restored["data"]
+        found = step, restored["state"], restored["data"]
+        break
       except Exception as e:  # orbax raises many types for damaged files
-        logging.warning("checkpoint at step %d could not be restored (%s: %s); trying the previous one",
-                        step, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
-    return None
+        where = "left in place"
+        if jax.process_index() == 0:  # one process renames; the others fail on the same step anyway
+          where, moved = f"moved it to {self._move_aside(step)}", True
+        logging.warning("checkpoint at step %d could not be restored (%s: %s); %s and trying the previous one",
+                        step, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "", where)
+    if moved:
+      self.manager.reload()
+    return found
+
+  def _move_aside(self, step: int) -> Path:
+    """Renames a damaged step folder into damaged_checkpoints/ (never deletes: it may be recoverable)."""
+    self.damaged.mkdir(exist_ok=True)
+    target, n = self.damaged / str(step), 1
+    while target.exists():
+      target, n = self.damaged / f"{step}.{n}", n + 1
+    os.replace(self.directory / str(step), target)
+    return target
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
@@ -43,6 +65,8 @@ def load_params(path: str | Path) -> dict:
   """The `params` tree of the newest loadable checkpoint under a workdir (or its checkpoints/ folder),
   as NumPy arrays, without knowing the optimizer that wrote it."""
   path = Path(path).absolute()
+  if not path.is_dir():
+    raise UsageError(f"init_from {path} is not a folder (give a training workdir or its checkpoints/ folder)")
   directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
   manager = ocp.CheckpointManager(directory, item_names=("state", "data"),
                                   options=ocp.CheckpointManagerOptions(create=False))
@@ -53,4 +77,4 @@ def load_params(path: str | Path) -> dict:
     except Exception as e:
       logging.warning("checkpoint at step %d of %s could not be restored (%s); trying the previous one",
                       step, directory, type(e).__name__)
-  raise FileNotFoundError(f"init_from {path} holds no loadable checkpoint")
+  raise UsageError(f"init_from {path} holds no loadable checkpoint")

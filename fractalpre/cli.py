@@ -8,31 +8,21 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
+import fractalpre
+from fractalpre import fileio
+from fractalpre.fileio import fail
 
 DATASETS = ("1p-frac", "fractaldb")
-
-
-class _Parser(argparse.ArgumentParser):
-  """argparse that reports errors on one line, without the usage block."""
-
-  def error(self, message):
-    raise SystemExit(_fail(f"{self.prog}: error: {message}"))
-
 
 # Library parameter names -> the flags that set them, so errors name what the user typed.
 _FLAGS = {"num_classes": "--classes", "instances_per_class": "--instances", "size": "--size",
           "points": "--points", "delta": "--delta", "sigma": "--sigma", "seed": "--seed", "background": "--background"}
-
-
-def _fail(message: str) -> int:
-  print(message, file=sys.stderr)
-  return 2
+_ONE_P_FRAC_ONLY = ("delta", "sigma", "perturbation")
 
 
 def _usage_error(command: str, error: Exception) -> int:
   first, _, rest = str(error).partition(" ")
-  return _fail(f"fractalpre {command}: error: {_FLAGS.get(first, first)} {rest}")
+  return fail(f"fractalpre {command}: error: {_FLAGS.get(first, first)} {rest}")
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
@@ -42,11 +32,12 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
                  help="images per category (default: 1 for 1p-frac, 1000 for fractaldb)")
   p.add_argument("--size", type=int, default=None, help="image side in pixels (default 224 / 362)")
   p.add_argument("--points", type=int, default=None, help="chaos-game points (default 100k / 200k)")
-  p.add_argument("--delta", type=float, default=0.1, help="1p-frac perturbation strength")
-  p.add_argument("--sigma", type=float, default=3.5, help="1p-frac base sigma-factor, in (0, 3N)")
-  p.add_argument("--perturbation", choices=("multiplicative", "additive"), default="multiplicative")
+  p.add_argument("--delta", type=float, default=None, help="1p-frac perturbation strength (default 0.1)")
+  p.add_argument("--sigma", type=float, default=None, help="1p-frac base sigma-factor, in (0, 3N) (default 3.5)")
+  p.add_argument("--perturbation", choices=("multiplicative", "additive"), default=None,
+                 help="1p-frac perturbation (default multiplicative)")
   p.add_argument("--mode", choices=("patch", "mask", "binary", "density"), default="patch")
-  p.add_argument("--color", action="store_true", help="colourise (REFERENCE A5)")
+  p.add_argument("--color", action="store_true", help="colourise (a random hue per image, FractalDB-style)")
   p.add_argument("--background", action="store_true", help="plasma background (needs --color)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
@@ -58,8 +49,14 @@ def _source(args):
   common.update(seed=args.seed, mode=args.mode, color=args.color, background=args.background)
   if args.dataset == "1p-frac":
     return datasets.OnePFrac(num_classes=1000 if args.classes is None else args.classes,
-                             instances_per_class=args.instances or 1, delta=args.delta, sigma=args.sigma,
-                             perturbation=args.perturbation, **common)
+                             instances_per_class=1 if args.instances is None else args.instances,
+                             delta=0.1 if args.delta is None else args.delta,
+                             sigma=3.5 if args.sigma is None else args.sigma,
+                             perturbation=args.perturbation or "multiplicative", **common)
+  given = [f"--{name}" for name in _ONE_P_FRAC_ONLY if getattr(args, name) is not None]
+  if given:
+    raise ValueError(f"{', '.join(given)}: only for --dataset 1p-frac (FractalDB searches its categories; "
+                     "it perturbs no base system)")
   return datasets.FractalDB(num_classes=1000 if args.classes is None else args.classes,
                             instances_per_class=1000 if args.instances is None else args.instances, **common)
 
@@ -84,12 +81,11 @@ def _generate(args) -> int:
   except (ValueError, RuntimeError) as e:
     return _usage_error("generate", e)
   except OSError as e:
-    return _fail(f"fractalpre generate: error: cannot write --out {args.out}: {e.strerror or e}")
+    return fail(f"fractalpre generate: error: cannot write --out {args.out}: {e.strerror or e}")
   return 0
 
 
 def _preview(args) -> int:
-  from fractalpre import export
   try:
     _set_workers(args.workers)
     if args.count <= 0:
@@ -98,27 +94,22 @@ def _preview(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
       raise ValueError(f"--out must be a .png file, got {args.out}")
+    fileio.check_writable(out, "--out")
     count = min(args.count, len(ds))
     step = max(1, len(ds) // count)
     images, _ = ds.batch([i * step for i in range(count)])
   except (ValueError, RuntimeError) as e:
     return _usage_error("preview", e)
-  cols = int(np.ceil(np.sqrt(count)))
-  rows = int(np.ceil(count / cols))
-  s = images.shape[1]
-  grid = np.full((rows * (s + 2), cols * (s + 2)) + images.shape[3:], 255, np.uint8)
-  for j, image in enumerate(images):
-    r, c = divmod(j, cols)
-    grid[r * (s + 2) + 1:r * (s + 2) + 1 + s, c * (s + 2) + 1:c * (s + 2) + 1 + s] = image
   out.parent.mkdir(parents=True, exist_ok=True)
-  export.write_atomic(out, export.png_bytes(grid))
+  fileio.write_atomic(out, fileio.png_bytes(fileio.image_grid(images, border=1)))
   print(f"{out}: {count} {ds.name} samples")
   return 0
 
 
 def main(argv=None) -> int:
-  parser = _Parser(prog="fractalpre", description=__doc__)
-  sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+  parser = fileio.ArgumentParser(prog="fractalpre", description=__doc__)
+  parser.add_argument("--version", action="version", version=f"fractalpre {fractalpre.__version__}")
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=fileio.ArgumentParser)
   gen = sub.add_parser("generate", help="write a dataset (ImageFolder PNGs or TFDS)")
   _add_source_args(gen)
   gen.add_argument("--out", required=True, help="output folder")

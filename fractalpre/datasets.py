@@ -182,8 +182,8 @@ class OnePFrac(_FractalSource):
     lo, hi = ifs.sigma_range(n_maps)
     if not lo < sigma < hi:
       raise ValueError(f"sigma must be in ({lo:g}, {hi:g}) for {n_maps} maps, got {sigma}")
-    if not delta >= 0:
-      raise ValueError(f"delta must be >= 0, got {delta}")
+    if not 0 <= delta < float("inf"):
+      raise ValueError(f"delta must be a finite number >= 0, got {delta}")
     if perturbation not in ifs.PERTURBATIONS:
       raise ValueError(f"perturbation must be one of {ifs.PERTURBATIONS}, got {perturbation!r}")
     super().__init__(num_classes, instances_per_class, seed,

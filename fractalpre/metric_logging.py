@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 from pathlib import Path
 
 import jax
+
+from fractalpre import fileio
 
 
 class MetricWriter:
@@ -20,23 +24,22 @@ class MetricWriter:
       self.tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
 
   def truncate(self, step: int) -> None:
+    """Keeps the records up to `step` (rewriting the file atomically, a partial last line dropped)."""
     if not self.active or not self.path.exists():
       return
-    kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    tmp = self.path.with_name(self.path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(self.path)
+    kept = [record for record in read(self.path.parent) if record["step"] <= step]
+    fileio.write_atomic(self.path, "".join(json.dumps(record) + "\n" for record in kept))
 
   def write(self, step: int, metrics: dict) -> None:
+    """One record; a non-finite value is written as null (JSON has no Infinity or NaN)."""
     if not self.active:
       return
-    record = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+    record = {"step": int(step), **{k: _finite_or_none(v) for k, v in metrics.items()}}
     with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+      f.write(json.dumps(record, allow_nan=False) + "\n")
     if self.tb is not None:
-      for k, v in record.items():
-        if k != "step":
-          self.tb.add_scalar(k, v, step)
+      for k, v in metrics.items():
+        self.tb.add_scalar(k, float(v), step)
       self.tb.flush()
 
   def read(self) -> list[dict]:
@@ -47,6 +50,29 @@ class MetricWriter:
       self.tb.close()
 
 
+def _finite_or_none(value) -> float | None:
+  value = float(value)
+  return value if math.isfinite(value) else None
+
+
 def read(workdir: str | Path) -> list[dict]:
+  """The records of WORKDIR/metrics.jsonl. A partial last line (what a crash or a full disk leaves) is
+  dropped with a warning; a damaged line before the last is an error naming the file and line."""
   path = Path(workdir) / "metrics.jsonl"
-  return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+  if not path.exists():
+    return []
+  text = path.read_text()
+  lines = text.split("\n")
+  records = []
+  for number, line in enumerate(lines, 1):
+    if not line:
+      continue
+    try:
+      records.append(json.loads(line))
+    except ValueError as e:
+      if number == len(lines) and not text.endswith("\n"):
+        logging.warning("%s: dropping the partial last line %d (%r): a crash or a full disk left it", path,
+                        number, line[:80])
+        continue
+      raise fileio.UsageError(f"{path}:{number} is not a JSON record ({e}); fix or remove that line") from None
+  return records

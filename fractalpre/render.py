@@ -10,6 +10,7 @@ for the non-contractive FractalDB systems) is not drawn, and its chain restarts 
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numba
@@ -446,6 +447,28 @@ def validate(size: int, points: int, mode: str, pad: int, color: bool = False, b
     raise ValueError(f"pad must be in [1, {(size - 4) // 2}] for size {size}, got {pad}")
   if background and not color:
     raise ValueError("background needs color (a plasma background is coloured)")
+  check_memory(size, points, 1, 1, color)
+
+
+def buffer_bytes(size: int, points: int, images: int, threads: int, color: bool = False) -> int:
+  """Bytes `render_batch` allocates: the output images plus each thread's point and canvas buffers."""
+  rows, _, shift = _canvas_shape(size)
+  per_thread = 10 * (points + 1024) + 8 * (min(points, BLOCK) + 512) + 4 * (CHUNK + 64) + 8 * ((rows << shift) + 512)
+  return images * size * size * (4 if color else 1) + threads * per_thread
+
+
+def memory_bytes() -> int:
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(size: int, points: int, images: int, threads: int, color: bool = False) -> None:
+  """Refuses, before allocating, a render whose buffers exceed this machine's memory."""
+  need, have = buffer_bytes(size, points, images, threads, color), memory_bytes()
+  if need > have:
+    first = "size" if images * size * size > 10 * threads * points else "points"
+    raise ValueError(f"{first} too large: size {size} with points {points} needs {need / 2**30:.1f} GiB of "
+                     f"render buffers for {images} image(s) on {threads} thread(s), more than this machine's "
+                     f"{have / 2**30:.1f} GiB of memory")
 
 
 def render_batch(systems: Sequence[np.ndarray], keys: Sequence[int], *, size: int = 224,
@@ -464,14 +487,15 @@ def render_batch(systems: Sequence[np.ndarray], keys: Sequence[int], *, size: in
   validate(size, points, mode, pad, color, background)
   if len(systems) != len(keys):
     raise ValueError(f"got {len(systems)} systems but {len(keys)} keys")
+  threads = min(numba.get_num_threads(), len(keys))
+  check_memory(size, points, len(keys), threads, color)
   coefs, n_maps, thresholds, starts = _pack(systems, probabilities)
   keys = np.asarray([int(k) & 0xFFFFFFFFFFFFFFFF for k in keys], np.uint64)
   gray = np.empty((len(keys), size, size), np.uint8) if out is None else out
   if gray.shape != (len(keys), size, size) or gray.dtype != np.uint8 or not gray.flags.c_contiguous:
     raise ValueError(f"out must be a C-contiguous uint8 array of shape {(len(keys), size, size)}, got {gray.shape}")
   if len(keys):
-    _render_batch(coefs, n_maps, thresholds, starts, keys, points, pad, MODES.index(mode),
-                  min(numba.get_num_threads(), len(keys)), gray)
+    _render_batch(coefs, n_maps, thresholds, starts, keys, points, pad, MODES.index(mode), threads, gray)
   if not color:
     return gray
   rgb = np.empty(gray.shape + (3,), np.uint8)

@@ -19,7 +19,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from fractalpre import checkpointing, evaluate, input_pipeline, losses, metric_logging, optim, transfer
+from fractalpre import checkpointing, evaluate, fileio, input_pipeline, losses, metric_logging, optim, transfer
+from fractalpre import workdir as workdirs
 from fractalpre.models import FP8_COLLECTION, get_model
 
 
@@ -192,7 +193,8 @@ def build(config, mesh, model, input_shape: tuple[int, ...], task_loss=classific
   if mup_base_width(config):
     from fractalpre import mup
     scales = mup.scales_for(model, mup_base_width(config), input_shape)
-  tx = make_optimizer(config, mesh, trainable, scales)
+  with fileio.usage_errors():
+    tx = make_optimizer(config, mesh, trainable, scales)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   state = init_state(config, model, tx, init_rng, input_shape)
   if compressed_lion(config):
@@ -208,25 +210,27 @@ def build(config, mesh, model, input_shape: tuple[int, ...], task_loss=classific
 
 def check_batch(config) -> None:
   if config.batch_size % jax.device_count():
-    raise ValueError(f"batch_size must be divisible by the {jax.device_count()} devices, got {config.batch_size}")
+    raise fileio.UsageError(f"batch_size must be divisible by the {jax.device_count()} devices, "
+                            f"got {config.batch_size}")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progress: bool = True) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progress: bool = True,
+                       restart: bool = False) -> dict:
   """Trains a classifier (resuming from the workdir's newest good checkpoint); returns the final metrics."""
   mesh = make_mesh()
   batch_sharding = NamedSharding(mesh, P("data"))
   check_batch(config)
 
-  source = input_pipeline.get_source(config.data, "train")
-  if config.optim.optimizer == "ivon" and not config.optim.get("ess"):  # 0: the training set size
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.optim.ess = float(len(source))
-  data_cfg = ml_collections.ConfigDict({**config.data.to_dict(), "image_size": config.image_size})
-  train_iter = input_pipeline.train_iterator(source, data_cfg, config.batch_size, config.seed)
-  eval_source = input_pipeline.get_source(config.data, "test") if config.get("eval_every") else None
-
-  trainable = (lambda path: path.startswith("['head']")) if config.get("linear_probe") else None
-  model = model_from_config(config, source.num_classes)
+  with fileio.usage_errors():  # reading the config: a ValueError here is a bad setting
+    source = input_pipeline.get_source(config.data, "train")
+    if config.optim.optimizer == "ivon" and not config.optim.get("ess"):  # 0: the training set size
+      config = ml_collections.ConfigDict(config.to_dict())
+      config.optim.ess = float(len(source))
+    data_cfg = ml_collections.ConfigDict({**config.data.to_dict(), "image_size": config.image_size})
+    train_iter = input_pipeline.train_iterator(source, data_cfg, config.batch_size, config.seed)
+    eval_source = input_pipeline.get_source(config.data, "test") if config.get("eval_every") else None
+    trainable = (lambda path: path.startswith("['head']")) if config.get("linear_probe") else None
+    model = model_from_config(config, source.num_classes)
   state, shardings, train_step = build(config, mesh, model, (1, config.image_size, config.image_size, 3),
                                        trainable=trainable)
   logits_fn = jax.jit(make_eval_fn(model), in_shardings=(shardings, batch_sharding),
@@ -243,17 +247,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     return scores
 
   return fit(config, workdir, state, train_step, train_iter, batch_sharding,
-             evaluate if eval_source is not None else None, progress)
+             evaluate if eval_source is not None else None, progress, restart)
 
 
-def fit(config, workdir, state, train_step, train_iter, batch_sharding, evaluate=None, progress: bool = True) -> dict:
-  """The loop every task shares: resume from the newest good checkpoint, step, log one metrics line per
-  logged step, evaluate every `eval_every` steps (`evaluate(state) -> {name: value}`), checkpoint the state
-  with the iterator's position, stop on a non-finite loss. Returns the last logged values."""
+def fit(config, workdir, state, train_step, train_iter, batch_sharding, evaluate=None, progress: bool = True,
+        restart: bool = False) -> dict:
+  """The loop every task shares: claim the workdir (locked; refused if it holds a run of another config
+  unless `restart`), resume from the newest good checkpoint, step, log one metrics line per logged step,
+  evaluate every `eval_every` steps (`evaluate(state) -> {name: value}`), checkpoint the state with the
+  iterator's position, stop on a non-finite loss. Returns the last logged values."""
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
-    (workdir / "config.json").write_text(config.to_json(indent=1) + "\n")
+  lock = workdirs.claim(workdir, config, restart)
+  try:
+    return _loop(config, workdir, state, train_step, train_iter, batch_sharding, evaluate, progress)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _loop(config, workdir, state, train_step, train_iter, batch_sharding, evaluate, progress) -> dict:
   ckpt = checkpointing.Checkpoints(workdir, config.get("keep_checkpoints", 3))
   writer = metric_logging.MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
@@ -303,21 +315,29 @@ def fit(config, workdir, state, train_step, train_iter, batch_sharding, evaluate
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
-  """'configs/x.py:arg' -> get_config(arg) of that file."""
+  """'configs/x.py:arg' -> get_config(arg) of that file; a missing file or a bad argument is a UsageError."""
   import importlib.util
   path, _, arg = spec.partition(":")
+  if not Path(path).is_file():
+    raise fileio.UsageError(f"--config {path} is not a file")
   module_spec = importlib.util.spec_from_file_location("fractalpre_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  with fileio.usage_errors(f"--config {spec}: "):
+    return module.get_config(arg or None)
+
+
+def _config_spec(argv: list[str]) -> str | None:
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None and "--config" in argv[:-1]:
+    spec = argv[argv.index("--config") + 1]
+  return spec
 
 
 def unknown_override(argv: list[str], prog: str = "fractalpre.train") -> str | None:
   """A one-line error for the first `--config.key` that the config lacks, naming near matches."""
   import difflib
-  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-  if spec is None and "--config" in argv[:-1]:
-    spec = argv[argv.index("--config") + 1]
+  spec = _config_spec(argv)
   if spec is None:
     return None
   keys = set(flatten_keys(load_config(spec)))
@@ -339,35 +359,49 @@ def flatten_keys(config, prefix=""):
       yield f"{prefix}{k}"
 
 
-def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train"):
-  """The command line of a trainer: `--config FILE[:arg] --workdir DIR [--distributed] [--config.k=v]`."""
-  from absl import app, flags
+def _parse_flags(argv: list[str], prog: str):
+  """absl's flags parsed from argv, or one line and exit 2 for a bad flag, config, argument or value."""
+  from absl import flags
+  try:
+    error = unknown_override(argv[1:], prog)
+    if error:
+      raise SystemExit(fileio.fail(error))
+    flags.FLAGS(argv)
+  except fileio.UsageError as e:
+    raise SystemExit(fileio.fail(f"{prog}: error: {e}")) from None
+  except flags.Error as e:
+    raise SystemExit(fileio.fail(f"{prog}: error: {str(e).splitlines()[0]}")) from None
+  return flags.FLAGS
+
+
+def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[str] | None = None):
+  """The command line of a trainer: `--config FILE[:arg] --workdir DIR [--restart] [--distributed]
+  [--config.k=v]`. A user's mistake (bad flag, config, value, folder) is one line and exit 2; a diverged
+  run is one line and exit 1; anything else is a bug and keeps its traceback."""
+  from absl import flags
   from absl import logging as absl_logging
   from ml_collections import config_flags
   config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/pretrain_1pfrac_vit.py:runlocal",
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "checkpoints, metrics.jsonl, config.json and TensorBoard events go here")
+  flags.DEFINE_bool("restart", False, "the workdir holds a run of another config: move it to "
+                    "WORKDIR/replaced_runs/N and start over")
   flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (multi-host GPU / TPU pods)")
   flags.mark_flags_as_required(["config", "workdir"])
-  error = unknown_override(sys.argv[1:], prog)
-  if error:
-    print(error, file=sys.stderr)
-    sys.exit(2)
-
-  def main(argv):
-    del argv
-    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
-    if flags.FLAGS.distributed:
-      jax.distributed.initialize()
-    try:
-      metrics = train_fn(flags.FLAGS.config, flags.FLAGS.workdir)
-    except (NonFiniteLoss, ValueError) as e:
-      print(f"{prog}: error: {e}", file=sys.stderr)
-      sys.exit(2 if isinstance(e, ValueError) else 1)
-    if jax.process_index() == 0:
-      print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-
-  app.run(main)
+  FLAGS = _parse_flags(sys.argv if argv is None else argv, prog)
+  absl_logging.use_absl_handler()
+  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
+  if FLAGS.distributed:
+    jax.distributed.initialize()
+  try:
+    metrics = train_fn(FLAGS.config, FLAGS.workdir, restart=FLAGS.restart)
+  except fileio.UsageError as e:
+    raise SystemExit(fileio.fail(f"{prog}: error: {e}")) from None
+  except NonFiniteLoss as e:
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    raise SystemExit(1) from None
+  if jax.process_index() == 0:
+    print(" ".join(f"{k}={v:.4f}" if v is not None else f"{k}=null" for k, v in metrics.items()))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ Bad usage prints one line naming the argument and what is allowed, and exits wit
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import sys
@@ -12,16 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+import fractalpre
+from fractalpre import fileio
 from superres import curate, scoring, table
 
 
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):
-    print(f"{self.prog}: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def _score(args) -> None:
+  if args.max_pixels < 1:
+    raise ValueError(f"--max-pixels must be >= 1, got {args.max_pixels}")
   scoring.score_folder(args.dir, args.out, args.workers, args.follow_symlinks, args.max_pixels,
                        progress=not args.quiet)
   rows = table.read(args.out)
@@ -39,7 +36,7 @@ def _curate(args) -> None:
     curate.stratify(decisions, args.strata_by, args.strata)
   out = Path(args.out)
   kept = sum(d["keep"] for d in decisions)
-  if out.suffix in (".csv", ".parquet", ".json"):
+  if out.suffix in curate.MANIFEST_SUFFIXES:
     curate.write_manifest(decisions, out, scoring.COLUMNS)
   elif args.format == "tfds":
     _write_tfds(decisions, out)
@@ -53,6 +50,7 @@ def _write_tfds(decisions, out: Path) -> None:
   import tensorflow_datasets as tfds
 
   from fractalpre import export
+  fileio.check_folder(out, "--out")
   features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(None, None, 3)),
                                          "path": tfds.features.Text(), "stratum": tfds.features.Scalar(dtype=np.int64)})
   kept = [d for d in decisions if d["keep"]]
@@ -62,7 +60,7 @@ def _write_tfds(decisions, out: Path) -> None:
   for k in range(count):
     part = kept[k * per_shard:(k + 1) * per_shard]
     path = out / export.tfds_shard_name("superres_curated", k, count)
-    examples = [{"image": io.BytesIO(export.png_bytes(scoring.load_rgb(Path(d["path"]))[0])), "path": d["path"],
+    examples = [{"image": io.BytesIO(fileio.png_bytes(scoring.load_rgb(Path(d["path"]))[0])), "path": d["path"],
                  "stratum": -1 if d.get("stratum") is None else int(d["stratum"])} for d in part]
     export.write_tfds_shard(features, examples, path)
     shards.append(path)
@@ -75,16 +73,19 @@ def _estimate(args) -> None:
   rows = table.read(args.scores)
   target = np.array([float(r["blockiness"]) for r in rows if r.get("blockiness") not in (None, "")])
   if args.reference:
-    ref_rows = scoring.score_folder(args.reference, Path(args.reference_scores), progress=False)
+    # The reference's own score cache sits beside SCORES unless named: never in the current folder.
+    cache = Path(args.reference_scores or Path(args.scores).with_suffix(".reference.csv"))
+    ref_rows = scoring.score_folder(args.reference, cache, progress=False)
     images = [scoring.load_rgb(Path(r["path"]))[0] for r in ref_rows if not r.get("error")]
   else:
     images = quality.bundled_photos()
   result = quality.estimate(target, quality.reference_scores(images))
+  estimated = 100 * result["quality"]  # JPEG quality 0-100, like the files' own and curate --min-quality
   if args.json:
-    print(json.dumps(result))
+    print(json.dumps({"quality": estimated, "kl": result["kl"]}))
   else:
-    verdict = "keep" if result["quality"] >= args.threshold else "drop"
-    print(f"estimated JPEG quality {100 * result['quality']:.1f} ({verdict} at threshold {100 * args.threshold:.0f}); "
+    verdict = "keep" if estimated >= args.threshold else "drop"
+    print(f"estimated JPEG quality {estimated:.1f} ({verdict} at threshold {args.threshold:g}); "
           + ", ".join(f"KL(q={q})={d:.3f}" for q, d in result["kl"].items()))
 
 
@@ -100,7 +101,6 @@ def _upscale(args) -> None:
   a stopped run continues; unreadable inputs are listed and skipped."""
   from tqdm import tqdm
 
-  from fractalpre import export
   from superres import data, upscale
   src, out = Path(args.input), Path(args.output)
   if not src.exists():
@@ -125,26 +125,28 @@ def _upscale(args) -> None:
       failed += 1
       continue
     target.parent.mkdir(parents=True, exist_ok=True)
-    export.write_atomic(target, export.png_bytes(upscaler(image)))
+    fileio.write_atomic(target, fileio.png_bytes(upscaler(image)))
   print(f"{out}: {len(todo) - failed} upscaled x{upscaler.scale}, {len(pairs) - len(todo)} already there, "
         f"{failed} unreadable")
 
 
 def main(argv=None) -> int:
-  parser = _Parser(prog="superres", description=__doc__)
-  sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+  parser = fileio.ArgumentParser(prog="superres", description=__doc__)
+  parser.add_argument("--version", action="version", version=f"superres (fractalpre {fractalpre.__version__})")
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=fileio.ArgumentParser)
   s = sub.add_parser("score", help="score every image under DIR")
   s.add_argument("dir", metavar="DIR")
   s.add_argument("--out", required=True, help="scores.csv or scores.parquet (also the resume cache)")
   s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
   s.add_argument("--follow-symlinks", action="store_true", help="follow symlinks that leave DIR")
-  s.add_argument("--max-pixels", type=int, default=scoring.DEFAULT_MAX_PIXELS)
+  s.add_argument("--max-pixels", type=int, default=scoring.DEFAULT_MAX_PIXELS,
+                 help="larger images get an error row (decompression bombs)")
   s.add_argument("--quiet", action="store_true")
   s.set_defaults(run=_score)
   c = sub.add_parser("curate", help="keep/drop every image with its reason; write a folder, manifest or TFDS")
   c.add_argument("scores", metavar="SCORES")
   c.add_argument("--out", required=True, help="a folder, or a manifest ending in .csv, .parquet or .json")
-  c.add_argument("--format", choices=("folder", "tfds"), default="folder", help="for a folder --out")
+  c.add_argument("--format", choices=("folder", "tfds"), default=None, help="for a folder --out (default folder)")
   c.add_argument("--link", choices=curate.LINKS, default="copy")
   c.add_argument("--min-segments", type=float)
   c.add_argument("--max-blockiness", type=float)
@@ -158,8 +160,9 @@ def main(argv=None) -> int:
   e = sub.add_parser("estimate-quality", help="dataset-level JPEG quality from blockiness (DiverSeg)")
   e.add_argument("scores", metavar="SCORES")
   e.add_argument("--reference", help="folder of reference images (default: photos bundled with scikit-image)")
-  e.add_argument("--reference-scores", default="reference_scores.csv")
-  e.add_argument("--threshold", type=float, default=0.9)
+  e.add_argument("--reference-scores", default=None,
+                 help="the reference's score table (default: SCORES with .reference.csv for its suffix)")
+  e.add_argument("--threshold", type=float, default=90.0, help="JPEG quality 0-100 to keep a source (DiverSeg: 90)")
   e.add_argument("--json", action="store_true")
   e.set_defaults(run=_estimate)
   r = sub.add_parser("report", help="histograms, scatter plots, stratum grids and report.md")
@@ -183,10 +186,14 @@ def main(argv=None) -> int:
       raise ValueError(f"--strata must be >= 0, got {args.strata}")
     if getattr(args, "dedup_threshold", 0) is not None and not 0 <= getattr(args, "dedup_threshold", 0) < 64:
       raise ValueError(f"--dedup-threshold must be in [0, 63], got {args.dedup_threshold}")
+    if getattr(args, "threshold", 0) is not None and not 0 <= getattr(args, "threshold", 0) <= 100:
+      raise ValueError(f"--threshold is a JPEG quality in [0, 100], got {args.threshold:g}")
+    if args.command == "curate" and args.format and Path(args.out).suffix in curate.MANIFEST_SUFFIXES:
+      raise ValueError(f"--format {args.format} writes a folder, but --out {args.out} names a manifest file; "
+                       "give a folder, or drop --format")
     args.run(args)
   except (ValueError, FileNotFoundError) as e:
-    print(f"superres {args.command}: error: {e}", file=sys.stderr)
-    return 2
+    return fileio.fail(f"superres {args.command}: error: {e}")
   return 0
 
 

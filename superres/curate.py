@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fractalpre import fileio
 from superres import dedup, table
 from superres.metrics import hamming
 
@@ -72,21 +73,21 @@ def stratify(decisions: list[dict], column: str, k: int) -> None:
 
 
 MANIFEST_COLUMNS = ["path", "keep", "reason", "stratum"]
+MANIFEST_SUFFIXES = (".csv", ".parquet", ".json")
 
 
 def write_manifest(decisions: list[dict], path: str | os.PathLike, columns: list[str]) -> None:
   path = Path(path)
   if path.suffix == ".json":
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps([{c: d.get(c) for c in MANIFEST_COLUMNS + columns} for d in decisions], indent=1))
-    os.replace(tmp, path)
+    fileio.write_atomic(path, json.dumps([{c: d.get(c) for c in MANIFEST_COLUMNS + columns} for d in decisions],
+                                         indent=1))
   else:
     table.write(path, decisions, MANIFEST_COLUMNS + [c for c in columns if c != "path"])
 
 
 def write_folder(decisions: list[dict], out: str | os.PathLike, link: str = "copy") -> int:
   """Kept images into out/ (out/stratum_K/ when stratified), names made unique by their parent folder.
-  Each file is placed under a temporary name, then renamed; files already there are left alone."""
+  Each file is placed atomically (fractalpre.fileio); files already there are left alone."""
   if link not in LINKS:
     raise ValueError(f"link must be one of {LINKS}, got {link!r}")
   out = Path(out)
@@ -101,14 +102,11 @@ def write_folder(decisions: list[dict], out: str | os.PathLike, link: str = "cop
     count += 1
     if dst.exists() or dst.is_symlink():
       continue
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    if tmp.exists() or tmp.is_symlink():
-      tmp.unlink()
-    if link == "copy":
-      shutil.copy2(src, tmp)
-    elif link == "symlink":
-      tmp.symlink_to(src.resolve())
-    else:
-      os.link(src, tmp)
-    os.replace(tmp, dst)
+    with fileio.atomic_path(dst) as tmp:
+      if link == "copy":
+        shutil.copy2(src, tmp)
+      elif link == "symlink":
+        tmp.symlink_to(src.resolve())
+      else:
+        os.link(src, tmp)
   return count

@@ -1,27 +1,80 @@
 """Per-image scores for SR training-data curation; each a pure, vectorised function of an image.
 
-Images are uint8 arrays, (H, W) gray or (H, W, 3) RGB. Facts and formulas: REFERENCE section B.
+Images are (H, W) gray or (H, W, 3) RGB (an alpha channel is dropped), 8-bit. Other inputs are converted
+when that is unambiguous and refused otherwise (`to_uint8`): a score is never computed on an image it
+misreads. Formulas: "Rethinking Image Super-Resolution from Training Data Perspectives" (DiverSeg, ECCV
+2024) and the papers named at each score.
 """
 from __future__ import annotations
 
 import io
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import scipy.fft
 from PIL import Image
 
 
-# ----------------------------------------------------------------------------------------- gray
-def opencv_gray(image: np.ndarray) -> np.ndarray:
-  """OpenCV's 8-bit RGB->gray in integers, (9798 R + 19235 G + 3735 B + 2^14) >> 15, as float64.
-  The exact integer form matters: blockiness is matched to the authors' values to 1e-9. A 2-D input is
-  taken as gray already (so callers can convert once and pass the result to every score)."""
+# ----------------------------------------------------------------------------------------- input
+def to_uint8(image) -> tuple[np.ndarray, str]:
+  """(the image as uint8 (H, W) or (H, W, 3), a note of what was converted, or ''). Floats in [0, 1] are
+  scaled by 255 and floats in [0, 255] rounded (a float image whose values are all <= 1 is read as [0, 1],
+  skimage's convention); integers in [0, 255] are cast. Refused with a ValueError naming the problem:
+  no pixels, a shape that is not an image, NaN or infinite values, values out of those ranges, booleans."""
   image = np.asarray(image)
+  notes = []
+  if image.ndim == 3 and image.shape[2] in (1, 4):
+    notes.append("alpha dropped" if image.shape[2] == 4 else "single channel taken as gray")
+    image = image[..., :3] if image.shape[2] == 4 else image[..., 0]
+  if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+    raise ValueError(f"an image must have shape (H, W) or (H, W, 3), got {image.shape}")
+  if image.size == 0:
+    raise ValueError(f"the image has no pixels (shape {image.shape})")
+  if image.dtype == np.uint8:
+    return image, "; ".join(notes)
+  if image.dtype.kind not in "uif":
+    raise ValueError(f"image values must be numbers (uint8, integers in [0, 255] or floats), got dtype {image.dtype}")
+  if image.dtype.kind == "f" and not np.isfinite(image).all():
+    raise ValueError("the image has NaN or infinite values")
+  lo, hi = image.min(), image.max()
+  if image.dtype.kind in "ui":
+    if lo < 0 or hi > 255:
+      raise ValueError(f"integer image values must be in [0, 255], got [{lo}, {hi}] (scale wider images to 8 bits first)")
+    notes.append(f"{image.dtype} cast to uint8")
+    return image.astype(np.uint8), "; ".join(notes)
+  if lo < 0 or hi > 255:
+    raise ValueError(f"float image values must be in [0, 1] or [0, 255], got [{lo:g}, {hi:g}]")
+  scale = 255.0 if hi <= 1 else 1.0
+  notes.append(f"{image.dtype} in [0, {1 if hi <= 1 else 255}] {'scaled' if hi <= 1 else 'rounded'} to 8-bit")
+  return np.clip(np.round(image.astype(np.float64) * scale), 0, 255).astype(np.uint8), "; ".join(notes)
+
+
+def _checked(image) -> np.ndarray:
+  return to_uint8(image)[0]
+
+
+# ----------------------------------------------------------------------------------------- gray
+def opencv_gray(image) -> np.ndarray:
+  """OpenCV's 8-bit RGB->gray in integers, (9798 R + 19235 G + 3735 B + 2^14) >> 15, as float64.
+  The exact integer form matters: blockiness is matched to the authors' values to 1e-9."""
+  image = _checked(image)
   if image.ndim == 2:
-    return image if image.dtype == np.float64 else image.astype(np.float64)
-  rgb = image[..., :3].astype(np.int64)
+    return image.astype(np.float64)
+  rgb = image.astype(np.int64)
   return ((9798 * rgb[..., 0] + 19235 * rgb[..., 1] + 3735 * rgb[..., 2] + (1 << 14)) >> 15).astype(np.float64)
+
+
+class Gray(NamedTuple):
+  """An image's OpenCV gray, computed once (`to_gray`) and accepted by every gray score in its place."""
+  values: np.ndarray
+
+
+def to_gray(image) -> Gray:
+  return Gray(opencv_gray(image))
+
+
+def _gray(image) -> np.ndarray:
+  return image.values if isinstance(image, Gray) else opencv_gray(image)
 
 
 # ----------------------------------------------------------------------------------------- blockiness
@@ -55,7 +108,7 @@ def blockiness(image: np.ndarray) -> float:
   """JPEG blockiness (Bhardwaj & Pankajakshan 2018, as used by DiverSeg): how much more the DCT
   coefficients of the 8x8 grid vary across block borders than those of the grid shifted by 4 px.
   Rises with compression. NaN when undefined (flat images: 0/0) or the image is under 36 px a side."""
-  gray = opencv_gray(image)
+  gray = _gray(image)
   h, w = _trimmed(gray.shape[0]), _trimmed(gray.shape[1])
   n_h, n_w = h // 8, w // 8
   if n_h < 4 or n_w < 4:
@@ -128,7 +181,7 @@ def jpeg_quality(quantization: dict | None) -> tuple[float | None, bool]:
 # ----------------------------------------------------------------------------------------- simple scores
 def sharpness(image: np.ndarray) -> float:
   """Variance of the 4-neighbour Laplacian of the gray image over interior pixels (low = blurry)."""
-  g = opencv_gray(image)
+  g = _gray(image)
   if g.shape[0] < 3 or g.shape[1] < 3:
     return float("nan")
   lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
@@ -137,14 +190,14 @@ def sharpness(image: np.ndarray) -> float:
 
 def entropy(image: np.ndarray) -> float:
   """Shannon entropy of the 8-bit gray histogram, in bits (0 .. 8)."""
-  counts = np.bincount(opencv_gray(image).astype(np.uint8).ravel(), minlength=256)
+  counts = np.bincount(_gray(image).astype(np.uint8).ravel(), minlength=256)
   p = counts[counts > 0] / counts.sum()
   return float(-(p * np.log2(p)).sum())
 
 
 def flat_fraction(image: np.ndarray, patch: int = 16, max_std: float = 2.0) -> float:
   """Fraction of non-overlapping patch x patch tiles whose gray standard deviation is below max_std."""
-  gray = opencv_gray(image)
+  gray = _gray(image)
   h, w = gray.shape[0] // patch * patch, gray.shape[1] // patch * patch
   if h == 0 or w == 0:
     return float("nan")
@@ -152,13 +205,14 @@ def flat_fraction(image: np.ndarray, patch: int = 16, max_std: float = 2.0) -> f
   return float((tiles.std(axis=(1, 3)) < max_std).mean())
 
 
-def megapixels(image: np.ndarray) -> float:
-  return image.shape[0] * image.shape[1] / 1e6
+def megapixels(image) -> float:
+  shape = image.values.shape if isinstance(image, Gray) else _checked(image).shape
+  return shape[0] * shape[1] / 1e6
 
 
 def perceptual_hash(image: np.ndarray) -> int:
   """64-bit DCT hash: the 8x8 lowest frequencies of the 32x32 gray image, thresholded at their median."""
-  small = np.asarray(Image.fromarray(opencv_gray(image).astype(np.uint8)).resize((32, 32), Image.Resampling.BILINEAR),
+  small = np.asarray(Image.fromarray(_gray(image).astype(np.uint8)).resize((32, 32), Image.Resampling.BILINEAR),
                      np.float64)  # gray values are integers 0..255, so the uint8 cast is exact
   low = scipy.fft.dctn(small, norm="ortho")[:8, :8].ravel()
   bits = low > np.median(low)
@@ -187,8 +241,9 @@ class FelzenszwalbSegmenter:
   def __init__(self, working_area: int = 128 * 128, scale: float = 100.0, sigma: float = 0.5, min_size: int = 50):
     self.working_area, self.scale, self.sigma, self.min_size = working_area, scale, sigma, min_size
 
-  def count(self, image: np.ndarray) -> int:
+  def count(self, image) -> int:
     import skimage.segmentation
+    image = _checked(image)
     h, w = image.shape[:2]
     factor = np.sqrt(self.working_area / (h * w))
     size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
@@ -211,14 +266,14 @@ class SamSegmenter:
       raise ImportError("the 'sam' segmenter needs `pip install segment-anything` and SAM weights") from e
     self.generator = SamAutomaticMaskGenerator(sam_model_registry[model_type](checkpoint=checkpoint).to(device))
 
-  def count(self, image: np.ndarray) -> int:
-    return len(self.generator.generate(np.asarray(Image.fromarray(image).convert("RGB"))))
+  def count(self, image) -> int:
+    return len(self.generator.generate(np.asarray(Image.fromarray(_checked(image)).convert("RGB"))))
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
   """Pillow's JPEG encoding at `quality` (what the tests and the reference set use)."""
   buf = io.BytesIO()
-  Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+  Image.fromarray(_checked(image)).save(buf, format="JPEG", quality=quality)
   return buf.getvalue()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fractalpre import fileio
 from superres.scoring import SCORE_COLUMNS, load_rgb, Unreadable
 
 SCATTERS = (("blockiness", "segments"), ("sharpness", "entropy"), ("megapixels", "segments"))
@@ -32,14 +33,7 @@ def _grid(paths: list[str], tile: int = 128, cols: int = 8) -> np.ndarray:
     except (Unreadable, OSError):
       continue
     tiles.append(np.asarray(Image.fromarray(rgb).resize((tile, tile), Image.Resampling.BILINEAR)))
-  if not tiles:
-    return np.zeros((tile, tile, 3), np.uint8)
-  rows = math.ceil(len(tiles) / cols)
-  grid = np.full((rows * tile, min(cols, len(tiles)) * tile, 3), 255, np.uint8)
-  for i, t in enumerate(tiles):
-    r, c = divmod(i, cols)
-    grid[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = t
-  return grid
+  return fileio.image_grid(tiles, cols) if tiles else np.zeros((tile, tile, 3), np.uint8)
 
 
 def write_report(rows: list[dict], out: str | os.PathLike, samples: int = 16) -> Path:
@@ -47,6 +41,10 @@ def write_report(rows: list[dict], out: str | os.PathLike, samples: int = 16) ->
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  missing = sorted({"path"} - set(rows[0])) if rows else []
+  if missing:
+    raise ValueError(f"the table has no {missing[0]!r} column (columns: {', '.join(rows[0])}); give a table "
+                     "written by `superres score` or `superres curate`")
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   scored = [r for r in rows if not r.get("error")]

@@ -6,6 +6,8 @@ import math
 import os
 from pathlib import Path
 
+from fractalpre import fileio
+
 FORMATS = (".csv", ".parquet")
 TEXT_COLUMNS = {"path", "format", "phash", "note", "error", "reason"}  # never parsed as numbers
 
@@ -29,24 +31,22 @@ def _parse(value: str):
 
 
 def write(path: str | os.PathLike, rows: list[dict], columns: list[str]) -> None:
-  """Writes rows (missing keys empty) under a temporary name in the same folder, then renames."""
+  """Writes rows (missing keys empty) atomically (fractalpre.fileio)."""
   path = Path(path)
   _check(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.tmp")
-  if path.suffix == ".csv":
-    with open(tmp, "w", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-      writer.writeheader()
-      for row in rows:
-        writer.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
-                         for k, v in row.items()})
-  else:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    table = pa.table({c: [_plain(row.get(c)) for row in rows] for c in columns})
-    pq.write_table(table, tmp)
-  os.replace(tmp, path)
+  with fileio.atomic_path(path) as tmp:
+    if path.suffix == ".csv":
+      with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+          writer.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+                           for k, v in row.items()})
+    else:
+      import pyarrow as pa
+      import pyarrow.parquet as pq
+      pq.write_table(pa.table({c: [_plain(row.get(c)) for row in rows] for c in columns}), tmp)
 
 
 def _plain(v):

@@ -37,7 +37,8 @@ def held_out_evaluation(config, model):
   return evaluate_fn
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progress: bool = True) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progress: bool = True,
+                       restart: bool = False) -> dict:
   """Trains (resuming from the workdir's newest good checkpoint); returns the final metrics, with
   eval_psnr / eval_ssim (and the bicubic baseline's) when `eval_every` is set."""
   mesh = train.make_mesh()
@@ -48,7 +49,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   state, _, train_step = train.build(config, mesh, model, (1, config.lr_patch, config.lr_patch, 3), l1_loss)
   evaluate_fn = held_out_evaluation(config, model) if config.get("eval_every") else None
   return train.fit(config, workdir, state, train_step, train_iter, NamedSharding(mesh, P("data")), evaluate_fn,
-                   progress)
+                   progress, restart)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ print("ok")
 @pytest.mark.parametrize("args,message", [
     (["--sigma", "6"], r"--sigma must be in \(0, 6\) for 2 maps, got 6.0"),
     (["--sigma", "0"], r"--sigma must be in \(0, 6\)"),
-    (["--delta", "-0.1"], "--delta must be >= 0, got -0.1"),
+    (["--delta", "-0.1"], "--delta must be a finite number >= 0, got -0.1"),
     (["--size", "15"], "--size must be >= 16, got 15"),
     (["--points", "0"], "--points must be > 0, got 0"),
     (["--classes", "0"], "--classes must be > 0, got 0"),

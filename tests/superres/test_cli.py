@@ -118,7 +118,7 @@ def test_estimate_quality_and_report(folder, tmp_path, capsys):
   cli.main(["score", str(folder), "--out", str(scores), "--quiet"])
   assert cli.main(["estimate-quality", str(scores), "--json"]) == 0
   result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-  assert 0.5 <= result["quality"] <= 1.0 and set(result["kl"]) == {"100", "95", "85", "75", "50"}
+  assert 50 <= result["quality"] <= 100 and set(result["kl"]) == {"100", "95", "85", "75", "50"}
   assert cli.main(["report", str(scores), "--out", str(tmp_path / "report")]) == 0
   for name in ("report.md", "histograms.png", "scatter.png", "samples.png"):
     assert (tmp_path / "report" / name).stat().st_size > 0
