@@ -13,7 +13,8 @@ from __future__ import annotations
 import errno
 import multiprocessing
 import os
-import sys
+import select
+import threading
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -159,15 +160,29 @@ def _score(args):
   return score_file(*args)
 
 
-def _worker_init():
+def _worker_init(scan_pid: int):
   """Each worker process is one core's worth (BLAS thread pools would oversubscribe the machine), and
-  dies with its parent (the forkserver, which exits when the scan does, even by SIGKILL)."""
+  exits when the scan's process does, even by SIGKILL: a worker holds both ends of its task pipe, so it
+  would never see the scan go, and the forkserver only exits after its workers."""
   from threadpoolctl import threadpool_limits
   threadpool_limits(1)
-  if sys.platform.startswith("linux"):
-    import ctypes
-    import signal
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  threading.Thread(target=_exit_with, args=(scan_pid,), daemon=True).start()
+
+
+def _exit_with(pid: int) -> None:
+  try:
+    fd = os.pidfd_open(pid)  # readable once that process has exited
+  except (AttributeError, OSError):  # not Linux >= 5.3: poll instead
+    while True:
+      time.sleep(1.0)
+      try:
+        os.kill(pid, 0)
+      except ProcessLookupError:
+        os._exit(1)
+      except PermissionError:
+        pass
+  select.select([fd], [], [])
+  os._exit(1)
 
 
 def score_folder(root: str | os.PathLike, out: str | os.PathLike, workers: int | None = None,
@@ -208,7 +223,7 @@ def score_folder(root: str | os.PathLike, out: str | os.PathLike, workers: int |
     if todo:
       # forkserver: forking a process that has started threads (JAX, BLAS) can deadlock.
       with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
-                               initializer=_worker_init) as pool:
+                               initializer=_worker_init, initargs=(os.getpid(),)) as pool:
         for i, row in enumerate(pool.map(_score, [(p, max_pixels) for p in todo], chunksize=4)):
           rows[row["path"]] = row
           bar.update(1)

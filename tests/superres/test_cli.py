@@ -137,3 +137,135 @@ def test_bad_usage_exits_2_with_one_line(argv, message, capsys, tmp_path, monkey
   assert cli.main(argv) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and re.search(message, err[0]), err
+
+
+def test_float_tiff_is_converted_with_a_note_and_a_nan_tiff_is_an_error_row(tmp_path):
+  gray = quality.bundled_photos(["camera"])[0][:96, :96, 0]
+  Image.fromarray(gray / 255.0).save(tmp_path / "float.tif")  # mode F, values in [0, 1]
+  Image.fromarray(np.full((64, 64), np.nan, np.float32)).save(tmp_path / "nan.tif")
+  assert cli.main(["score", str(tmp_path), "--out", str(tmp_path / "out" / "s.csv"), "--quiet", "--workers", "1"]) == 0
+  rows = rows_by_name(tmp_path / "out" / "s.csv")
+  assert rows["float.tif"]["note"] == "32-bit float: float32 in [0, 1] scaled to 8-bit"
+  assert rows["float.tif"]["blockiness"] == pytest.approx(metrics.blockiness(gray))
+  assert rows["float.tif"]["phash"] == f"{metrics.perceptual_hash(gray):016x}"
+  assert rows["nan.tif"]["error"] == "32-bit float image: the image has NaN or infinite values"
+
+
+def test_links_loops_and_vanished_files_get_error_rows_and_the_scan_goes_on(tmp_path, monkeypatch):
+  from superres import scoring
+  root = tmp_path / "root"
+  (root / "sub").mkdir(parents=True)
+  Image.fromarray(quality.bundled_photos(["coins"])[0][:64, :64]).save(root / "sub" / "a.png")
+  os.symlink(root / "self.png", root / "self.png")  # a symlink loop
+  os.symlink(root / "gone.png", root / "dangling.png")
+  os.symlink(root, root / "sub" / "up")  # a folder loop, entered with --follow-symlinks
+  listed = scoring.list_files
+  monkeypatch.setattr(scoring, "list_files", lambda *a, **k: (lambda f, e: (f + [root / "vanished.png"], e))(
+      *listed(*a, **k)))
+  for follow in ([], ["--follow-symlinks"]):
+    out = tmp_path / f"scores{len(follow)}.csv"
+    assert cli.main(["score", str(root), "--out", str(out), "--quiet", "--workers", "1", *follow]) == 0
+    rows = rows_by_name(out)
+    assert rows["self.png"]["error"] == "symlink loop"
+    assert rows["dangling.png"]["error"] == f"dangling symlink to {root / 'gone.png'}"
+    assert rows["vanished.png"]["error"] == "cannot read: No such file or directory"
+    assert rows["a.png"]["blockiness"] is not None and not rows["a.png"].get("error")
+    if follow:
+      assert rows["up"]["error"] == "symlink loop or second link to a folder already scanned"
+    assert len(rows) == 4 + bool(follow)
+
+
+def test_cache_is_keyed_on_max_pixels_and_the_output_table_is_not_scored(tmp_path):
+  Image.fromarray(quality.bundled_photos(["coins"])[0][:100, :100]).save(tmp_path / "a.png")
+  out = tmp_path / "scores.csv"  # inside the scanned folder
+  assert cli.main(["score", str(tmp_path), "--out", str(out), "--quiet", "--workers", "1"]) == 0
+  assert cli.main(["score", str(tmp_path), "--out", str(out), "--quiet", "--workers", "1"]) == 0
+  assert list(rows_by_name(out)) == ["a.png"]
+  assert cli.main(["score", str(tmp_path), "--out", str(out), "--quiet", "--workers", "1",
+                   "--max-pixels", "5000"]) == 0
+  assert rows_by_name(out)["a.png"]["error"] == "100x100 is over the pixel limit of 5000"
+
+
+def test_worker_processes_die_with_a_killed_scan(tmp_path):
+  import signal
+  import subprocess
+  import sys
+  import time
+  photo = quality.bundled_photos(["astronaut"])[0]
+  for i in range(400):
+    Image.fromarray(np.roll(photo, i, axis=1)).save(tmp_path / f"{i:03d}.png", compress_level=0)
+  proc = subprocess.Popen([sys.executable, "-m", "superres", "score", str(tmp_path), "--out",
+                           str(tmp_path.parent / f"{tmp_path.name}.csv"), "--quiet", "--workers", "2"])
+
+  def state(pid):  # the /proc state letter, or None when the process is gone
+    try:
+      return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+      return None
+
+  def tree(root):
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+      try:
+        parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+      except (OSError, ValueError):
+        continue
+    found, todo = [], [root]
+    while todo:
+      pid = todo.pop()
+      kids = [child for child, parent in parents.items() if parent == pid]
+      found += kids
+      todo += kids
+    return found
+
+  deadline = time.time() + 60
+  workers = []
+  while time.time() < deadline and len(workers) < 3:  # the forkserver and its two workers
+    time.sleep(0.2)
+    workers = tree(proc.pid)
+  assert len(workers) >= 3, workers
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  deadline = time.time() + 20
+  while time.time() < deadline and any(state(p) not in (None, 'Z') for p in workers):
+    time.sleep(0.2)
+  assert [state(p) for p in workers if state(p) not in (None, 'Z')] == []
+
+
+def test_estimate_quality_speaks_jpeg_quality_0_to_100_and_keeps_its_cache_beside_the_scores(folder, tmp_path,
+                                                                                             capsys, monkeypatch):
+  scores = tmp_path / "scores.csv"
+  cli.main(["score", str(folder), "--out", str(scores), "--quiet"])
+  reference = tmp_path / "reference"
+  reference.mkdir()
+  for i, photo in enumerate(quality.bundled_photos()[:6]):
+    Image.fromarray(photo).save(reference / f"r{i}.png")
+  work = tmp_path / "cwd"
+  work.mkdir()
+  monkeypatch.chdir(work)
+  assert cli.main(["estimate-quality", str(scores), "--reference", str(reference), "--threshold", "95"]) == 0
+  line = capsys.readouterr().out.strip().splitlines()[-1]
+  estimated = float(re.search(r"estimated JPEG quality ([\d.]+)", line).group(1))
+  assert 50 <= estimated <= 100 and f"at threshold 95)" in line
+  assert ("keep" if estimated >= 95 else "drop") in line
+  assert list(work.iterdir()) == [] and (tmp_path / "scores.reference.csv").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["score", ".", "--out", "x.csv", "--max-pixels", "-5"], "--max-pixels must be >= 1, got -5"),
+    (["score", ".", "--out", "afile/x.csv"], "--out afile/x.csv cannot be created: afile is not a folder"),
+    (["estimate-quality", "s.csv", "--threshold", "900"], r"--threshold is a JPEG quality in \[0, 100\], got 900"),
+    (["curate", "s.csv", "--format", "tfds", "--out", "m.csv"], "--format tfds writes a folder, but --out m.csv"),
+    (["report", "nopath.csv", "--out", "r"], "the table has no 'path' column"),
+])
+def test_more_bad_usage_exits_2_with_one_line_before_any_work(argv, message, capsys, tmp_path, monkeypatch):
+  from superres import scoring
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "afile").write_text("")
+  table.write(tmp_path / "s.csv", [{"path": "a.png", "blockiness": 3.0}], scoring.COLUMNS)
+  table.write(tmp_path / "nopath.csv", [{"blockiness": 3.0}], ["blockiness"])
+  monkeypatch.setattr(scoring, "list_files", lambda *a, **k: pytest.fail("the scan started"))
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and re.search(message, err[0]), err
+  assert not (tmp_path / "r").exists()

@@ -89,3 +89,30 @@ def test_segment_count_is_comparable_across_sizes_and_rises_with_detail():
   small = seg.count(np.asarray(Image.fromarray(ASTRONAUT).resize((256, 256))))
   assert abs(big - small) <= 0.25 * big
   assert seg.count(np.full((300, 300, 3), 120, np.uint8)) == 1
+
+
+def test_float_and_integer_inputs_score_like_their_uint8_image():
+  image = ASTRONAUT[:128, :128]
+  expected = [metrics.blockiness(image), metrics.sharpness(image), metrics.entropy(image),
+              metrics.flat_fraction(image), metrics.perceptual_hash(image), metrics.FelzenszwalbSegmenter().count(image)]
+  for variant in (image / 255.0, (image / 255.0).astype(np.float32), image.astype(np.float32), image.astype(np.int64)):
+    got = [metrics.blockiness(variant), metrics.sharpness(variant), metrics.entropy(variant),
+           metrics.flat_fraction(variant), metrics.perceptual_hash(variant),
+           metrics.FelzenszwalbSegmenter().count(variant)]
+    assert got == pytest.approx(expected), variant.dtype
+  assert metrics.to_uint8(image / 255.0)[1] == "float64 in [0, 1] scaled to 8-bit"
+
+
+@pytest.mark.parametrize("image,message", [
+    (np.full((64, 64), np.nan), "NaN or infinite"),
+    (np.zeros((0, 0, 3), np.uint8), r"no pixels \(shape \(0, 0, 3\)\)"),
+    (np.zeros((8, 8, 5), np.uint8), r"shape \(H, W\) or \(H, W, 3\), got \(8, 8, 5\)"),
+    (np.full((64, 64), 300.0), r"float image values must be in \[0, 1\] or \[0, 255\], got \[300, 300\]"),
+    (np.full((64, 64), 4000, np.uint16), r"integer image values must be in \[0, 255\]"),
+    (np.zeros((64, 64), bool), "dtype bool"),
+])
+def test_images_that_would_be_misread_are_refused(image, message):
+  for score in (metrics.blockiness, metrics.perceptual_hash, metrics.sharpness, metrics.megapixels,
+                metrics.FelzenszwalbSegmenter().count):
+    with pytest.raises(ValueError, match=message):
+      score(image)
