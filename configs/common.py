@@ -20,7 +20,7 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 
 
 def augment(recipe: bool = True) -> ml_collections.ConfigDict:
-  """The 1p-frac augmentation recipe (REFERENCE A3), or none (evaluation-like training)."""
+  """The 1p-frac augmentation recipe (Scaling Backwards, ECCV 2024), or none (evaluation-like training)."""
   if not recipe:
     return ml_collections.ConfigDict(dict(crop_scale=None, hflip=0.0, vflip=0.0, label_smoothing=0.0,
                                           mixup=0.0, cutmix=0.0))
@@ -29,7 +29,7 @@ def augment(recipe: bool = True) -> ml_collections.ConfigDict:
 
 
 def pretrain(data: dict, runlocal: bool, total_steps: int, warmup_steps: int) -> ml_collections.ConfigDict:
-  """The shared pretraining recipe (REFERENCE A3) around a data config; `runlocal` swaps in a tiny ViT
+  """The shared pretraining recipe (Scaling Backwards, ECCV 2024) around a data config; `runlocal` swaps in a tiny ViT
   at 32 px, batch 64, 300 steps, which trains in minutes on 2 CPU cores."""
   c = ml_collections.ConfigDict()
   c.seed = 0

@@ -1,4 +1,4 @@
-"""1p-frac pretraining of ViT-Ti/16 (the reference recipe, REFERENCE A3).
+"""1p-frac pretraining of ViT-Ti/16 (the recipe of "Scaling Backwards: Minimal Synthetic Pre-training?", ECCV 2024).
 
   python -m fractalpre.train --config configs/pretrain_1pfrac_vit.py --workdir runs/1pfrac_vit
   python -m fractalpre.train --config configs/pretrain_1pfrac_vit.py:runlocal --workdir runs/local

@@ -1,4 +1,4 @@
-"""Pretraining from one real image (the 1p-img extension of 1p-frac, REFERENCE A3 last item).
+"""Pretraining from one real image (the 1p-img extension of 1p-frac, Scaling Backwards, ECCV 2024).
 
   python -m fractalpre.train --config configs/pretrain_1pimg_vit.py --workdir runs/1pimg
   python -m fractalpre.train --config "configs/pretrain_1pimg_vit.py:image=camera,rendering=edges" --workdir runs/1pimg_edges

@@ -1,4 +1,4 @@
-"""FractalDB-1k pretraining of ViT-Ti/16, rendered on the fly (REFERENCE A4).
+"""FractalDB-1k pretraining of ViT-Ti/16, rendered on the fly (Kataoka et al., ACCV 2020).
 
   python -m fractalpre.train --config configs/pretrain_fractaldb_vit.py --workdir runs/fdb_vit
   python -m fractalpre.train --config configs/pretrain_fractaldb_vit.py:runlocal --workdir runs/fdb_local

@@ -4,9 +4,9 @@ Resumable and shardable: the images are cut into fixed chunks, chunk k belongs t
 file is written under a temporary name and renamed, and a re-run skips what is complete. So a killed
 run, re-run with the same arguments, ends byte-identical to an uninterrupted one, and n machines can
 write disjoint parts of one dataset. `manifest.json` (every parameter, the package version, each
-class's IFS) identifies the dataset: a folder holding another manifest is refused. One writer at a time
-of each shard holds OUT/.shard-I-of-N.lock; TFDS records are serialized deterministically (sorted feature keys), so two runs give
-the same bytes.
+class's IFS) identifies the dataset: a folder holding another manifest is refused. One writer at a
+time of each shard holds OUT/.shard-I-of-N.lock; TFDS records are serialized deterministically (sorted
+feature keys), so two runs give the same bytes.
 """
 from __future__ import annotations
 

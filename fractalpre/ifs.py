@@ -53,7 +53,8 @@ def sample_singular_values(rng: np.random.Generator, n_maps: int, sigma: float) 
 
 
 def sample_sigma_system(rng: np.random.Generator, n_maps: int, sigma: float) -> np.ndarray:
-  """A random N-map system whose sigma-factor is exactly `sigma` (REFERENCE A2)."""
+  """A random N-map system whose sigma-factor is exactly `sigma` (Anderson & Farrell, "Improving Fractal
+  Pre-training", WACV 2022)."""
   svals = sample_singular_values(rng, n_maps, sigma)
   system = np.empty((n_maps, 2, 3))
   for i, (s1, s2) in enumerate(svals):

@@ -87,7 +87,8 @@ class IvonState(NamedTuple):
 
 def ivon(learning_rate, ess: float, hess_init: float = 1.0, b1: float = 0.9, b2: float = 0.99999,
          weight_decay: float = 1e-4, clip_radius: float = float("inf"), mc_samples: int = 1) -> optax.GradientTransformation:
-  """IVON (Shen et al. 2024), the variational learning rule of REFERENCE D, as an optax transformation.
+  """IVON, the variational learning rule of Shen et al., "Variational Learning is Effective for Large
+  Deep Networks" (ICML 2024), as an optax transformation.
 
   Use: `theta, state = ivon_sample(key, params, state)`, take the gradient at theta, then
   `updates, state = tx.update(grads, state, params)` (params = the mean m). Under data parallelism,

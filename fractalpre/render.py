@@ -361,7 +361,8 @@ def _plasma(n, key):
 
 @numba.njit(nogil=True, parallel=True, cache=True)
 def _colorize_batch(gray, keys, background, out):
-  """REFERENCE A5: fractal hue = gray + random offset, saturation U(0.3, 1), value U(0.5, 1);
+  """The colouring of catalys1/fractal-pretraining (Anderson & Farrell, WACV 2022): fractal hue = gray +
+  random offset, saturation U(0.3, 1), value U(0.5, 1);
   background either black or colourised plasma that the fractal overwrites."""
   size = gray.shape[1]
   n = 2

@@ -1,7 +1,7 @@
 """The single-real-image source (1p-img): L classes, each a fixed random affine view of one photo.
 
-The 1p-frac recipe applied to one real image (REFERENCE A3): the image (a path, or a scikit-image
-photo by name) is turned to grayscale or Canny edges, and class l is the image under an affine map
+The 1p-frac recipe applied to one real image (Nakamura et al., "Scaling Backwards: Minimal Synthetic
+Pre-training?", ECCV 2024): the image (a path, or a scikit-image photo by name) is turned to grayscale or Canny edges, and class l is the image under an affine map
 drawn once from (seed, l) with strength `delta`: rotation U(+-delta pi), scale U(1 +- delta), shear
 U(+-delta), translation U(+-delta/2) of the image size. The exact ranges of the paper are unpublished.
 """

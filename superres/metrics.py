@@ -39,7 +39,8 @@ def to_uint8(image) -> tuple[np.ndarray, str]:
   lo, hi = image.min(), image.max()
   if image.dtype.kind in "ui":
     if lo < 0 or hi > 255:
-      raise ValueError(f"integer image values must be in [0, 255], got [{lo}, {hi}] (scale wider images to 8 bits first)")
+      raise ValueError(f"integer image values must be in [0, 255], got [{lo}, {hi}] (scale wider images to 8 "
+                       "bits first)")
     notes.append(f"{image.dtype} cast to uint8")
     return image.astype(np.uint8), "; ".join(notes)
   if lo < 0 or hi > 255:

@@ -1,4 +1,5 @@
-"""Dataset-level JPEG quality estimate (REFERENCE B2): gates whole sources, not single images.
+"""Dataset-level JPEG quality estimate (DiverSeg, "Rethinking Image Super-Resolution from Training Data
+Perspectives", ECCV 2024): gates whole sources, not single images.
 
 The target set's blockiness distribution is compared with those of a reference set re-encoded at
 q in {100, 95, 85, 75, 50}: D_q = KL(target || reference_q) between Gaussian KDEs on one grid, and

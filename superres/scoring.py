@@ -109,7 +109,8 @@ def score_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, segmenter=None) 
           "note": info["note"] or None}
 
 
-def list_files(root: Path, follow_symlinks: bool = False, exclude: tuple[Path, ...] = ()) -> tuple[list[Path], list[dict]]:
+def list_files(root: Path, follow_symlinks: bool = False,
+               exclude: tuple[Path, ...] = ()) -> tuple[list[Path], list[dict]]:
   """Regular files under root (sorted, hidden names and `exclude` left out), and error rows for what
   cannot be scored: symlinks that leave the root (when not following), dangling symlinks, symlink loops,
   and folders that cannot be listed. Each folder is entered once, so a looping folder link ends."""

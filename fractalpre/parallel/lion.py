@@ -2,7 +2,8 @@
 
 `distributed_lion` is an optax GradientTransformation meant to run inside `jax.shard_map` over a data
 axis: each device holds its own gradient and its own momentum, computes c_i = b1 m_i + (1 - b1) g_i,
-and the devices agree on the update direction u through one of these collectives (REFERENCE C2):
+and the devices agree on the update direction u through one of these collectives (Lion Cub, Ishikawa et
+al. 2024; Distributed Lion, Liu et al. 2024):
 
   allreduce   fp32 gradients averaged (ordinary Lion; every momentum equal)       ~ 8 P bytes / device
   mavo_int8   sign(c_i) as int8, summed by an s8 all-reduce; u = sign(sum)        ~ 2 P        (n <= 127)

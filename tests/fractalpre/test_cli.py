@@ -99,6 +99,12 @@ print("ok")
     (["--shard", "a/b"], "--shard must look like i/n"),
     (["--format", "zip"], "argument --format: invalid choice: 'zip'"),
     (["--background"], "--background needs color"),
+    (["--size", "1000000"], r"--size too large: size 1000000 with points 100000 needs [\d.]+ GiB .* more than this "
+                            r"machine's [\d.]+ GiB of memory"),
+    (["--points", "100000000000"], r"--points too large: size 224 with points 100000000000 needs"),
+    (["--delta", "inf"], "--delta must be a finite number >= 0, got inf"),
+    (["--instances", "0"], "--instances must be > 0, got 0"),
+    (["--dataset", "fractaldb", "--delta", "0.2", "--sigma", "3"], "--delta, --sigma: only for --dataset 1p-frac"),
 ])
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, message):
   out = tmp_path / "never"
@@ -132,3 +138,52 @@ def test_preview_writes_a_grid(tmp_path):
   assert grid.shape == (3 * 34, 3 * 34)
   ds = datasets.OnePFrac(num_classes=9, size=32, points=3000)
   np.testing.assert_array_equal(grid[35:67, 69:101], ds[5][0])
+
+
+def test_two_writers_of_one_shard_the_loser_says_what_happened(tmp_path, capsys):
+  from fractalpre import fileio
+  out = tmp_path / "d"
+  out.mkdir()
+  with fileio.FolderLock(out, "test", "shard-0-of-1"):
+    assert cli.main(["generate", *ARGS, "--out", str(out)]) == 2
+    assert re.fullmatch(rf"fractalpre generate: error: {out} is in use by another fractalpre generate of shard "
+                        rf"0/1 \(pid {__import__('os').getpid()}, holding .shard-0-of-1.lock\); wait for it to "
+                        r"finish or use another folder\n", capsys.readouterr().err)
+    assert cli.main(["generate", *ARGS, "--out", str(out), "--shard", "1/2"]) == 0  # another shard may run
+  assert cli.main(["generate", *ARGS, "--out", str(out)]) == 0
+  assert cli.main(["generate", *ARGS, "--out", str(tmp_path / "whole")]) == 0
+  assert tree(out) == tree(tmp_path / "whole")  # and no lock file is left behind
+
+
+def test_a_failed_manifest_write_does_not_lock_the_folder(tmp_path, capsys):
+  whole, out = tmp_path / "whole", tmp_path / "d"
+  assert cli.main(["generate", *ARGS, "--out", str(whole)]) == 0
+  # A disk that filled up while the manifest was written: only a partial temporary file is left.
+  out.mkdir()
+  (out / ".manifest.json.tmp").write_bytes((whole / "manifest.json").read_bytes()[:100])
+  assert cli.main(["generate", *ARGS, "--out", str(out)]) == 0
+  assert tree(out) == tree(whole)
+  # A kill between writing the manifest and renaming it, after some images were written.
+  (out / "manifest.json").rename(out / ".manifest.json.tmp")
+  for png in sorted(out.rglob("*.png"))[::2]:
+    png.unlink()
+  assert cli.main(["generate", *ARGS, "--out", str(out)]) == 0
+  assert tree(out) == tree(whole)
+  # Images next to a temporary manifest that is not this dataset's: refused, untouched.
+  (out / "manifest.json").rename(out / ".manifest.json.tmp")
+  (out / ".manifest.json.tmp").write_text("{}")
+  before = tree(out)
+  capsys.readouterr()
+  assert cli.main(["generate", *ARGS, "--out", str(out)]) == 2
+  assert "is not empty and holds no manifest.json (found '00000')" in capsys.readouterr().err
+  assert tree(out) == before
+
+
+def test_tfds_output_is_byte_identical_across_processes(tmp_path):
+  digests = []
+  for hash_seed in ("1", "2"):
+    out = tmp_path / hash_seed
+    subprocess.run([sys.executable, "-m", "fractalpre", "generate", *ARGS, "--instances", "3", "--format", "tfds",
+                    "--out", str(out)], check=True, env={**__import__("os").environ, "PYTHONHASHSEED": hash_seed})
+    digests.append({name: __import__("hashlib").sha256(data).hexdigest() for name, data in tree(out).items()})
+  assert digests[0] == digests[1]

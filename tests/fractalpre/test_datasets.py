@@ -71,7 +71,9 @@ def test_fractaldb_instances_are_rows_variants_and_flips():
 
 @pytest.mark.parametrize("cls,kwargs,message", [
     (datasets.OnePFrac, {"sigma": 6.0}, r"sigma must be in \(0, 6\) for 2 maps, got 6.0"),
-    (datasets.OnePFrac, {"delta": -0.5}, "delta must be >= 0, got -0.5"),
+    (datasets.OnePFrac, {"delta": -0.5}, "delta must be a finite number >= 0, got -0.5"),
+    (datasets.OnePFrac, {"delta": float("inf")}, "delta must be a finite number >= 0, got inf"),
+    (datasets.OnePFrac, {"size": 10**6}, r"size too large: size 1000000 with points 100000 needs [\d.]+ GiB"),
     (datasets.OnePFrac, {"num_classes": 0}, "num_classes must be > 0, got 0"),
     (datasets.OnePFrac, {"size": 8}, "size must be >= 16, got 8"),
     (datasets.OnePFrac, {"points": -1}, "points must be > 0, got -1"),

@@ -20,7 +20,7 @@ def test_matches_the_reference_equations_step_by_step():
   for t in range(1, 8):
     theta, state = optim.ivon_sample(jax.random.key(t), m, state, ESS, WD)
     eps = np.asarray(state.noise, np.float64) * np.sqrt(ESS * (rh + WD))  # the N(0, 1) draw behind it
-    # REFERENCE D, written out:
+    # The IVON update of Shen et al. (2024), written out:
     sigma = 1 / np.sqrt(ESS * (rh + WD))
     r_theta = rm + sigma * eps
     g_hat = a * r_theta + 0.3

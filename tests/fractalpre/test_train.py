@@ -75,23 +75,39 @@ def test_sigkilled_run_resumes_bit_exact(tmp_path):
   assert metric_logging.read(killed) == metric_logging.read(whole)
 
 
-def test_damaged_latest_checkpoint_falls_back_to_the_previous(tmp_path, caplog):
+def _damage(step_folder):
+  """Truncates one file of a checkpoint's state (its tree metadata), as a crash or a full disk would."""
+  victim = step_folder / "state" / "_METADATA"
+  victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+
+
+def test_damaged_checkpoints_are_moved_aside_and_the_run_saves_again(tmp_path, caplog):
+  config = lambda: tiny_config(total_steps=6, checkpoint_every=2)
   reference = tmp_path / "reference"
-  train.train_and_evaluate(tiny_config(total_steps=6, checkpoint_every=2), reference, progress=False)
+  train.train_and_evaluate(config(), reference, progress=False)
+  final_params = checkpointing.load_params(reference)
+
+  def assert_final_checkpoint_saved():
+    caplog.clear()
+    jax.tree.map(np.testing.assert_array_equal, checkpointing.load_params(run), final_params)
+    assert "could not be restored" not in caplog.text  # step 6 itself loaded
+    assert metric_logging.read(run) == metric_logging.read(reference)
+
   run = tmp_path / "run"
-  train.train_and_evaluate(tiny_config(total_steps=6, checkpoint_every=2), run, progress=False)
-  for f in (run / "checkpoints" / "6" / "state").rglob("*"):
-    if f.is_file():
-      f.write_bytes(b"garbage")
-  train.train_and_evaluate(tiny_config(total_steps=6, checkpoint_every=2), run, progress=False)
+  train.train_and_evaluate(config(), run, progress=False)
+  # Only the newest damaged: resume from step 4, and step 6 is saved again.
+  _damage(run / "checkpoints" / "6")
+  train.train_and_evaluate(config(), run, progress=False)
   assert "checkpoint at step 6 could not be restored" in caplog.text
-  assert metric_logging.read(run) == metric_logging.read(reference)
-  # With no loadable checkpoint at all, the run starts over and its old records go too.
-  import shutil
-  shutil.rmtree(run / "checkpoints")
-  final = train.train_and_evaluate(tiny_config(total_steps=6, checkpoint_every=6), run, progress=False)
-  assert metric_logging.read(run) == metric_logging.read(reference)
-  assert final["loss"] == metric_logging.read(reference)[-1]["loss"]
+  assert f"moved it to {run / 'damaged_checkpoints' / '6'}" in caplog.text
+  assert_final_checkpoint_saved()
+  # Every checkpoint damaged: three warnings, a fresh start, and the final checkpoint on disk again.
+  for step in (2, 4, 6):
+    _damage(run / "checkpoints" / str(step))
+  train.train_and_evaluate(config(), run, progress=False)
+  assert caplog.text.count("could not be restored") == 3
+  assert sorted(p.name for p in (run / "damaged_checkpoints").iterdir()) == ["2", "4", "6", "6.1"]
+  assert_final_checkpoint_saved()
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
