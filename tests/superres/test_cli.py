@@ -246,7 +246,7 @@ def test_estimate_quality_speaks_jpeg_quality_0_to_100_and_keeps_its_cache_besid
   assert cli.main(["estimate-quality", str(scores), "--reference", str(reference), "--threshold", "95"]) == 0
   line = capsys.readouterr().out.strip().splitlines()[-1]
   estimated = float(re.search(r"estimated JPEG quality ([\d.]+)", line).group(1))
-  assert 50 <= estimated <= 100 and f"at threshold 95)" in line
+  assert 50 <= estimated <= 100 and "at threshold 95)" in line
   assert ("keep" if estimated >= 95 else "drop") in line
   assert list(work.iterdir()) == [] and (tmp_path / "scores.reference.csv").exists()
 
