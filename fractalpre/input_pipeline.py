@@ -185,7 +185,7 @@ class MixBatch:
     return {"image": images.astype(np.float32), "label": (lam * targets + (1 - lam) * targets[::-1])}
 
 
-def _stack(examples):
+def stack_examples(examples):
   return np.stack([e[0] for e in examples]), np.array([e[1] for e in examples], np.int64)
 
 
@@ -197,7 +197,7 @@ def train_iterator(source, cfg: ml_collections.ConfigDict, global_batch: int, se
   augment = Augment(cfg.image_size, tuple(aug.crop_scale) if aug.crop_scale else None,
                     tuple(aug.get("crop_ratio", (3 / 4, 4 / 3))), aug.hflip, aug.vflip)
   mix = MixBatch(source.num_classes, aug.label_smoothing, aug.mixup, aug.cutmix)
-  return shuffled_batches(source, seed, global_batch, augment, _stack, mix, cfg.get("workers", 4), cfg.get("prefetch", 4))
+  return shuffled_batches(source, seed, global_batch, augment, stack_examples, mix, cfg.get("workers", 4), cfg.get("prefetch", 4))
 
 
 def shuffled_batches(source, seed: int, global_batch: int, example_fn, batch_fn, batch_map=None, workers: int = 4,
@@ -224,7 +224,7 @@ def eval_batches(source, image_size: int, global_batch: int):
   (Evaluation runs the same sharded program on every host, so each host builds the whole batch.)"""
   for first in range(0, len(source), global_batch):
     ids = range(first, min(first + global_batch, len(source)))
-    images, labels = _stack([evaluation_view(source[i], image_size) for i in ids])
+    images, labels = stack_examples([evaluation_view(source[i], image_size) for i in ids])
     pad = global_batch - len(ids)
     mask = np.concatenate([np.ones(len(ids), bool), np.zeros(pad, bool)])
     images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])

@@ -6,7 +6,6 @@ the train state replicated (what `pmap` used to do; `jax.pmap` is a legacy wrapp
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
@@ -19,7 +18,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from fractalpre import checkpointing, evaluate, fileio, input_pipeline, losses, metric_logging, optim, transfer
+from fractalpre import augment as augmentation
+from fractalpre import checkpointing, device_data, evaluate, fileio, input_pipeline, losses, metric_logging, optim
+from fractalpre import transfer
 from fractalpre import workdir as workdirs
 from fractalpre.models import FP8_COLLECTION, get_model
 
@@ -186,9 +187,12 @@ def evaluate_source(logits_fn, states, source, image_size, global_batch, batch_s
   return evaluate.classification_metrics(np.concatenate(all_logits), np.concatenate(all_labels))
 
 
-def build(config, mesh, model, input_shape: tuple[int, ...], task_loss=classification_loss, trainable=None):
+def build(config, mesh, model, input_shape: tuple[int, ...], task_loss=classification_loss, trainable=None,
+          input_fn=None):
   """(state placed on the mesh, state shardings, jitted train step) for a model, the shape of one input
-  (with a batch axis of 1) and the task's loss `task_loss(outputs, batch) -> (loss, metrics)`."""
+  (with a batch axis of 1) and the task's loss `task_loss(outputs, batch) -> (loss, metrics)`. The step
+  takes `(state, batch)`, or with `input_fn(step, inputs) -> batch` (the device-side input pipeline,
+  compiled into the step) `(state, inputs)`, the inputs carrying their own shardings."""
   scales = None
   if mup_base_width(config):
     from fractalpre import mup
@@ -203,8 +207,14 @@ def build(config, mesh, model, input_shape: tuple[int, ...], task_loss=classific
   shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
   step_fn = make_sharded_train_step(model, tx, step_rng, mesh, specs, task_loss) if compressed_lion(config) \
       else make_train_step(model, tx, step_rng, task_loss, optim.sampler(config.optim))
-  train_step = jax.jit(step_fn, in_shardings=(shardings, NamedSharding(mesh, P("data"))),
-                       out_shardings=(shardings, NamedSharding(mesh, P())), donate_argnums=0)
+  if input_fn is None:
+    train_step = jax.jit(step_fn, in_shardings=(shardings, NamedSharding(mesh, P("data"))),
+                         out_shardings=(shardings, NamedSharding(mesh, P())), donate_argnums=0)
+  else:
+    body = step_fn
+    train_step = jax.jit(lambda state, inputs: body(state, input_fn(state["step"], inputs)),
+                         in_shardings=(shardings, None), out_shardings=(shardings, NamedSharding(mesh, P())),
+                         donate_argnums=0)
   return jax.device_put(state, shardings), shardings, train_step
 
 
@@ -226,13 +236,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if config.optim.optimizer == "ivon" and not config.optim.get("ess"):  # 0: the training set size
       config = ml_collections.ConfigDict(config.to_dict())
       config.optim.ess = float(len(source))
-    data_cfg = ml_collections.ConfigDict({**config.data.to_dict(), "image_size": config.image_size})
-    train_iter = input_pipeline.train_iterator(source, data_cfg, config.batch_size, config.seed)
     eval_source = input_pipeline.get_source(config.data, "test") if config.get("eval_every") else None
     trainable = (lambda path: path.startswith("['head']")) if config.get("linear_probe") else None
     model = model_from_config(config, source.num_classes)
+    on = augment_on(config.data)
+  if on == "device":
+    data = device_data.make(source, mesh, config.batch_size, config.seed, config.data)
+    augment = augmentation.DeviceAugment.from_config(config.data.augment, config.image_size, source.num_classes)
+    key = augment_key(config.seed)
+
+    def input_fn(step, inputs):
+      images, labels = data.batch(key, step, inputs)
+      return augment(key, step, images, labels)
+  else:
+    data_cfg = ml_collections.ConfigDict({**config.data.to_dict(), "image_size": config.image_size})
+    data = device_data.HostBatches(input_pipeline.train_iterator(source, data_cfg, config.batch_size, config.seed),
+                                   mesh)
+    input_fn = None
   state, shardings, train_step = build(config, mesh, model, (1, config.image_size, config.image_size, 3),
-                                       trainable=trainable)
+                                       trainable=trainable, input_fn=input_fn)
   logits_fn = jax.jit(make_eval_fn(model), in_shardings=(shardings, batch_sharding),
                       out_shardings=NamedSharding(mesh, P()))
 
@@ -246,26 +268,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       scores.update({f"bma_{k}": v for k, v in bma.items()})
     return scores
 
-  return fit(config, workdir, state, train_step, train_iter, batch_sharding,
-             evaluate if eval_source is not None else None, progress, restart)
+  return fit(config, workdir, state, train_step, data, evaluate if eval_source is not None else None, progress,
+             restart)
 
 
-def fit(config, workdir, state, train_step, train_iter, batch_sharding, evaluate=None, progress: bool = True,
+AUGMENT_ON = ("device", "host")
+
+
+def augment_on(data_cfg) -> str:
+  """Where a data config's augmentation runs: `data.augment_on`, by default on the device, except for
+  TFDS sources, whose images need not share one size (their host path resizes them)."""
+  on = data_cfg.get("augment_on") or ("host" if data_cfg.kind == "tfds" else "device")
+  if on not in AUGMENT_ON:
+    raise ValueError(f"data.augment_on must be one of {AUGMENT_ON}, got {on!r}")
+  return on
+
+
+def augment_key(seed: int) -> jax.Array:
+  """The device pipeline's key: apart from the model's init and dropout keys of the same seed."""
+  return jax.random.fold_in(jax.random.key(seed), 0x6175)
+
+
+def fit(config, workdir, state, train_step, data, evaluate=None, progress: bool = True,
         restart: bool = False) -> dict:
   """The loop every task shares: claim the workdir (locked; refused if it holds a run of another config
   unless `restart`), resume from the newest good checkpoint, step, log one metrics line per logged step,
   evaluate every `eval_every` steps (`evaluate(state) -> {name: value}`), checkpoint the state with the
-  iterator's position, stop on a non-finite loss. Returns the last logged values."""
+  data's position, stop on a non-finite loss. `data` hands each step its inputs (`host_batch()`) and has
+  a checkpointable `get_state`/`set_state` (fractalpre.device_data). Returns the last logged values."""
   workdir = Path(workdir)
   lock = workdirs.claim(workdir, config, restart)
   try:
-    return _loop(config, workdir, state, train_step, train_iter, batch_sharding, evaluate, progress)
+    return _loop(config, workdir, state, train_step, data, evaluate, progress)
   finally:
     if lock is not None:
       lock.release()
 
 
-def _loop(config, workdir, state, train_step, train_iter, batch_sharding, evaluate, progress) -> dict:
+@jax.jit
+def _still_finite(finite, loss):
+  return finite & jnp.isfinite(loss)
+
+
+def _loop(config, workdir, state, train_step, data, evaluate, progress) -> dict:
+  """Asynchronous: between log, eval and checkpoint steps nothing is fetched from the devices, so the
+  host dispatches ahead while they compute, and the next inputs are on their way during each step."""
   ckpt = checkpointing.Checkpoints(workdir, config.get("keep_checkpoints", 3))
   writer = metric_logging.MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
@@ -273,7 +320,7 @@ def _loop(config, workdir, state, train_step, train_iter, batch_sharding, evalua
   start = 0
   if restored is not None:
     start, state, data_state = restored
-    train_iter.set_state(data_state)
+    data.set_state(data_state)
   writer.truncate(start)  # a fresh start (no loadable checkpoint) drops the old records too
   if restored is not None and jax.process_index() == 0:
     print(f"resumed from step {start} in {workdir / 'checkpoints'}", file=sys.stderr)
@@ -284,28 +331,43 @@ def _loop(config, workdir, state, train_step, train_iter, batch_sharding, evalua
   unit = config.get("progress_unit", "img")
   bar = tqdm(total=config.total_steps * config.batch_size, initial=start * config.batch_size, unit=unit,
              unit_scale=True, disable=not progress or jax.process_index() != 0, desc=workdir.name)
+  finite, checked = jnp.bool_(True), start  # no non-finite loss in steps checked+1 .. now
+
+  def check_finite(step):
+    nonlocal checked
+    if not bool(finite):
+      where = f"at step {step}" if checked + 1 == step else f"between steps {checked + 1} and {step}"
+      raise NonFiniteLoss(f"the loss became non-finite {where}; stopping. The last good checkpoint is kept in "
+                          f"{workdir / 'checkpoints'} (lower optim.lr or set optim.grad_clip_norm)")
+    checked = step
+
   try:
+    inputs = data.host_batch() if start < config.total_steps else None
     for step in range(start + 1, config.total_steps + 1):
-      local = next(train_iter)
-      batch = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
-      state, metrics = train_step(state, batch)
-      loss = float(metrics["loss"])
-      if not math.isfinite(loss):
-        raise NonFiniteLoss(f"loss is {loss} at step {step}; stopping. The last good checkpoint is kept in "
-                            f"{workdir / 'checkpoints'} (lower optim.lr or set optim.grad_clip_norm)")
+      state, metrics = train_step(state, inputs)
+      finite = _still_finite(finite, metrics["loss"])
       bar.update(config.batch_size)
-      bar.set_postfix(loss=f"{loss:.4f}")
+      logged = step % config.log_every == 0 or step == config.total_steps
+      evaluated = evaluate is not None and (step % config.eval_every == 0 or step == config.total_steps)
+      saved = step % config.checkpoint_every == 0 or step == config.total_steps
+      data_state = data.get_state() if saved else None  # before the next inputs are drawn
+      if step < config.total_steps:
+        inputs = data.host_batch()  # on its way while the step runs
       record = {}  # one JSON line per logged step, always with `loss`
-      if step % config.log_every == 0 or step == config.total_steps:
-        record = {k: float(v) for k, v in metrics.items()}
+      if logged or evaluated or saved:
+        check_finite(step)
+      if logged:
+        record = {k: float(v) for k, v in jax.device_get(metrics).items()}
         record["lr"] = float(optim.schedule(config.optim, config.total_steps)(step - 1))
-      if evaluate is not None and (step % config.eval_every == 0 or step == config.total_steps):
+        bar.set_postfix(loss=f"{record['loss']:.4f}")
+      if evaluated:
+        loss = record["loss"] if logged else float(jax.device_get(metrics["loss"]))
         record = {"loss": loss, **record, **{f"eval_{k}": v for k, v in evaluate(state).items()}}
       if record:
         writer.write(step, record)
         final.update(record)
-      if step % config.checkpoint_every == 0 or step == config.total_steps:
-        ckpt.save(step, state, train_iter.get_state())
+      if saved:
+        ckpt.save(step, state, data_state)
   finally:
     bar.close()
     ckpt.wait()

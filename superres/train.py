@@ -11,10 +11,8 @@ import os
 
 import jax.numpy as jnp
 import ml_collections
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from fractalpre import train
+from fractalpre import device_data, train
 from superres import data, evaluate, models, upscale
 
 
@@ -48,7 +46,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   model = models.from_config(config)
   state, _, train_step = train.build(config, mesh, model, (1, config.lr_patch, config.lr_patch, 3), l1_loss)
   evaluate_fn = held_out_evaluation(config, model) if config.get("eval_every") else None
-  return train.fit(config, workdir, state, train_step, train_iter, NamedSharding(mesh, P("data")), evaluate_fn,
+  return train.fit(config, workdir, state, train_step, device_data.HostBatches(train_iter, mesh), evaluate_fn,
                    progress, restart)
 
 

@@ -1,0 +1,133 @@
+"""The 1p-frac augmentation recipe as pure JAX, compiled into the train step.
+
+uint8 images of any channel count go in; normalised float32 RGB at the model's size comes out. Per-image
+ops (RandomResizedCrop with bilinear resampling, flips) are vmapped over the batch; the batch-level
+targets (label smoothing, then mixup or cutmix, one per batch, as timm's Mixup) follow. Every random
+choice comes from `example_key(key, step, i)` for the i-th example of the global batch, or from the
+step's key for the batch-level choices, so a global batch is the same bits on any device count and
+after a resume. The host path's counterpart is `input_pipeline.Augment` / `MixBatch`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+
+MEAN, STD = 0.5, 0.5
+_TRIES = 10  # RandomResizedCrop's attempts before its fallback
+BATCH_INDEX = 2**31 - 1  # the batch-level choices take the key of this (never an example's) index
+
+
+def example_key(key: jax.Array, step, index) -> jax.Array:
+  return jax.random.fold_in(jax.random.fold_in(key, step), index)
+
+
+def crop_box(key: jax.Array, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]):
+  """(top, left, crop height, crop width) as float32, by torchvision's RandomResizedCrop sampler: up to
+  10 draws of an area fraction U(scale) and a log-uniform aspect ratio in `ratio`, the first that fits
+  taken; else the whole image clamped to the ratio range, centred."""
+  k_area, k_ratio, k_top, k_left = jax.random.split(key, 4)
+  area = height * width * jax.random.uniform(k_area, (_TRIES,), minval=scale[0], maxval=scale[1])
+  aspect = jnp.exp(jax.random.uniform(k_ratio, (_TRIES,), minval=math.log(ratio[0]), maxval=math.log(ratio[1])))
+  w = jnp.round(jnp.sqrt(area * aspect))
+  h = jnp.round(jnp.sqrt(area / aspect))
+  fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+  first = jnp.argmax(fits)
+  in_ratio = jnp.clip(width / height, ratio[0], ratio[1])
+  fallback_w = jnp.where(width / height > ratio[1], jnp.round(height * in_ratio), width)
+  fallback_h = jnp.where(width / height < ratio[0], jnp.round(width / in_ratio), height)
+  ok = fits.any()
+  ch = jnp.where(ok, h[first], fallback_h).astype(jnp.float32)
+  cw = jnp.where(ok, w[first], fallback_w).astype(jnp.float32)
+  top = jnp.where(ok, jnp.floor(jax.random.uniform(k_top) * (height - ch + 1)), jnp.floor((height - ch) / 2))
+  left = jnp.where(ok, jnp.floor(jax.random.uniform(k_left) * (width - cw + 1)), jnp.floor((width - cw) / 2))
+  return top, left, ch, cw
+
+
+def resized_crop(image: jax.Array, box, size: int) -> jax.Array:
+  """The box (top, left, height, width) of an (H, W, C) image resampled to (size, size, C) float32 by
+  bilinear interpolation, antialiased when shrinking (like PIL's resize with a box)."""
+  top, left, ch, cw = box
+  scale = jnp.stack([size / ch, size / cw])
+  translation = -jnp.stack([top, left]) * scale
+  return jax.image.scale_and_translate(image.astype(jnp.float32), (size, size, image.shape[2]), (0, 1), scale,
+                                       translation, method="linear", antialias=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceAugment:
+  """The recipe's switches (a config's `data.augment`) for one output size and class count."""
+  image_size: int
+  num_classes: int
+  crop_scale: tuple[float, float] | None = (0.08, 1.0)
+  crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+  hflip: float = 0.5
+  vflip: float = 0.5
+  label_smoothing: float = 0.1
+  mixup: float = 0.0
+  cutmix: float = 0.0
+  switch: float = 0.5
+
+  @classmethod
+  def from_config(cls, aug, image_size: int, num_classes: int) -> DeviceAugment:
+    return cls(image_size, num_classes, tuple(aug.crop_scale) if aug.get("crop_scale") else None,
+               tuple(aug.get("crop_ratio", (3 / 4, 4 / 3))), aug.get("hflip", 0.0), aug.get("vflip", 0.0),
+               aug.get("label_smoothing", 0.0), aug.get("mixup", 0.0), aug.get("cutmix", 0.0))
+
+  def image(self, key: jax.Array, image: jax.Array) -> jax.Array:
+    """One uint8 (H, W, C) image -> cropped, resized, flipped float32 (size, size, C) in [0, 255]."""
+    k_crop, k_h, k_v = jax.random.split(key, 3)
+    height, width = image.shape[:2]
+    if self.crop_scale is None:
+      box = (jnp.float32(0), jnp.float32(0), jnp.float32(height), jnp.float32(width))
+    else:
+      box = crop_box(k_crop, height, width, self.crop_scale, self.crop_ratio)
+    out = resized_crop(image, box, self.image_size)
+    out = jnp.where(jax.random.uniform(k_h) < self.hflip, out[:, ::-1], out)
+    return jnp.where(jax.random.uniform(k_v) < self.vflip, out[::-1], out)
+
+  def __call__(self, key: jax.Array, step, images: jax.Array, labels: jax.Array) -> dict:
+    """A global batch of uint8 images and int labels -> {"image": normalised float32 RGB, "label": soft
+    targets}. `key` is the run's augmentation key; `step` the global step."""
+    keys = jax.vmap(lambda i: example_key(key, step, i))(jnp.arange(images.shape[0]))
+    x = jax.vmap(self.image)(keys, images)
+    targets = jax.nn.one_hot(labels, self.num_classes) * (1 - self.label_smoothing) + \
+        self.label_smoothing / self.num_classes
+    x, targets = self.mix(example_key(key, step, BATCH_INDEX), x, targets)
+    return {"image": to_model_input(x), "label": targets}
+
+  def mix(self, key: jax.Array, images: jax.Array, targets: jax.Array):
+    """Mixup or cutmix of the batch with itself reversed (one of them per batch, cutmix with probability
+    `switch` when both are on), the targets mixed by the pasted area or lambda."""
+    if not self.mixup and not self.cutmix:
+      return images, targets
+    k_pick, k_lam, k_cy, k_cx = jax.random.split(key, 4)
+    use_cutmix = self.cutmix > 0 and (not self.mixup or jax.random.uniform(k_pick) < self.switch)
+    alpha = jnp.where(use_cutmix, self.cutmix or 1.0, self.mixup or 1.0)
+    lam = jax.random.beta(k_lam, alpha, alpha)
+    h, w = images.shape[1:3]
+    cut_h, cut_w = jnp.floor(h * jnp.sqrt(1 - lam)), jnp.floor(w * jnp.sqrt(1 - lam))
+    cy, cx = jax.random.randint(k_cy, (), 0, h), jax.random.randint(k_cx, (), 0, w)
+    y0, y1 = jnp.clip(cy - cut_h // 2, 0, h), jnp.clip(cy + cut_h // 2, 0, h)
+    x0, x1 = jnp.clip(cx - cut_w // 2, 0, w), jnp.clip(cx + cut_w // 2, 0, w)
+    rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
+    inside = ((rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1))[None, :, :, None]
+    cut_lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
+    other = images[::-1]
+    mixed = jnp.where(use_cutmix, jnp.where(inside, other, images), lam * images + (1 - lam) * other)
+    lam = jnp.where(use_cutmix, cut_lam, lam)
+    return mixed, lam * targets + (1 - lam) * targets[::-1]
+
+
+def to_model_input(images: jax.Array) -> jax.Array:
+  """[0, 255] float images with any channel count -> normalised float32 RGB (gray repeated)."""
+  x = (images / 255.0 - MEAN) / STD
+  return jnp.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
+
+
+def evaluation_view(images: jax.Array, size: int) -> jax.Array:
+  """uint8 (B, H, W, C) -> the whole image resized to (size, size), normalised float32 RGB."""
+  full = (jnp.float32(0), jnp.float32(0), jnp.float32(images.shape[1]), jnp.float32(images.shape[2]))
+  return to_model_input(jax.vmap(lambda im: resized_crop(im, full, size))(images))
