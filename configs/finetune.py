@@ -30,6 +30,10 @@ def get_config(arg=None):
                                             train_split="train", test_split="test"))
   c.data.workers = 2
   c.data.prefetch = 4
+  # 'device': the source on the accelerator, the recipe compiled into the step; 'host': grain workers.
+  # TFDS images need not share one size, so they take the host path.
+  c.data.augment_on = "device" if a.dataset == "digits" else "host"
+  c.data.resident_budget_mb = 2048  # sources up to this size live on every device
   c.data.augment = ml_collections.ConfigDict(dict(crop_scale=(0.5, 1.0), crop_ratio=(3 / 4, 4 / 3), hflip=0.0,
                                                   vflip=0.0, label_smoothing=0.1, mixup=0.0, cutmix=0.0))
   if a.linear_probe:

@@ -247,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     def input_fn(step, inputs):
       images, labels = data.batch(key, step, inputs)
-      return augment(key, step, images, labels)
+      return augment(key, step, images, labels, whole=NamedSharding(mesh, P()))
   else:
     data_cfg = ml_collections.ConfigDict({**config.data.to_dict(), "image_size": config.image_size})
     data = device_data.HostBatches(input_pipeline.train_iterator(source, data_cfg, config.batch_size, config.seed),

@@ -209,3 +209,14 @@ def test_fp8_step_quantises_and_keeps_its_scales_out_of_the_optimizer(tmp_path):
   # optimizer's large lr and weight decay changed the kernel, but never the scale).
   assert float(meta["kernel_scale"][0]) == pytest.approx(np.abs(kernel0).max() / 448, rel=1e-6)
   assert float(meta["input_scale"][0]) > 0 and float(meta["output_grad_scale"][0]) > 0
+
+
+@pytest.mark.parametrize("on", ["host", "device"])
+def test_both_input_paths_resume_exactly(tmp_path, on):
+  import shutil
+  config = tiny_config(total_steps=6, checkpoint_every=3, **{"data.augment_on": on})
+  train.train_and_evaluate(config, tmp_path, progress=False)
+  whole = metric_logging.read(tmp_path)
+  shutil.rmtree(tmp_path / "checkpoints" / "6")  # as if killed after the save at step 3
+  train.train_and_evaluate(config, tmp_path, progress=False)
+  assert metric_logging.read(tmp_path) == whole

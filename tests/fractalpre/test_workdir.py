@@ -135,3 +135,24 @@ train.run(shape_bug, argv=["fractalpre.train", "--config", {RUNLOCAL!r}, "--work
   assert result.returncode == 1 and "Traceback" in result.stderr
   assert "TypeError" in result.stderr or "ValueError" in result.stderr
   assert "fractalpre.train: error" not in result.stderr
+
+
+def test_the_loop_fetches_nothing_from_the_devices_between_log_steps(tmp_path, monkeypatch):
+  """jax.transfer_guard does not fire on CPU (the arrays already live on the host), so count every way
+  a device array reaches the host instead, and compare runs with 4 and 12 steps between log steps."""
+  import jax
+  from jax._src import array as jax_array
+  fetches = []
+  for name in ("__float__", "__int__", "__bool__", "__array__", "item", "tolist", "__index__"):
+    original = getattr(jax_array.ArrayImpl, name)
+    monkeypatch.setattr(jax_array.ArrayImpl, name,
+                        lambda self, *a, _f=original, _n=name, **k: (fetches.append(_n), _f(self, *a, **k))[1])
+  device_get = jax.device_get
+  monkeypatch.setattr(jax, "device_get", lambda x: (fetches.append("device_get"), device_get(x))[1])
+  counts = []
+  for steps in (4, 12):
+    config = tiny_config(total_steps=steps, log_every=steps, checkpoint_every=steps)
+    train.train_and_evaluate(config, tmp_path / str(steps), progress=False)
+    counts.append(len(fetches))
+    fetches.clear()
+  assert counts[0] == counts[1] > 0, counts
