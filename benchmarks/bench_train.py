@@ -1,11 +1,14 @@
-"""Train-step throughput and on-the-fly input-pipeline rate, and their ratio (the pipeline should
-deliver at least 3x what the step consumes, so generation never stalls training).
+"""The training step with the device-side input pipeline against the same step on a constant batch,
+and the host CPU time each training image costs on the device path and on the host (grain) path.
 
   python benchmarks/bench_train.py [--steps 5] [--vit_batch 32]
 
-Rows: ViT-Ti/16 at 224 px (reference recipe: 1p-frac renders at 224 px, 100k points) and the runlocal
-model (vit_cpu at 32 px). Step time is the median over `--steps` steps after compilation, on the
-default JAX devices; the pipeline rate is measured alone with its configured worker threads.
+Rows: ViT-Ti/16 at 224 px (1p-frac renders at 224 px, 100k points, the full recipe) and the runlocal
+model (vit_cpu at 32 px). Step times are medians over `--steps` steps after compilation, on the default
+JAX devices. `augment share` is 1 - constant-batch time / device-path time. Host CPU per image is the
+process CPU time spent producing the step's inputs (the device path hands the step the resident arrays;
+the host path renders, crops, flips and mixes in grain's worker threads). `ahead` counts the steps of 8 that
+the loop had dispatched while the first was still running (8: the host never waited).
 """
 import argparse
 import statistics
@@ -17,7 +20,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fractalpre import input_pipeline, train
+from fractalpre import augment, device_data, input_pipeline, train
 from machine import describe_jax
 
 
@@ -47,15 +50,59 @@ def median_seconds(step, state, batch, sharding, steps):
   return statistics.median(times)
 
 
-def pipeline_rate(config, batches):
+def step_times(config, steps):
+  """Median seconds of the step on a constant batch and of the step on the device path, timed in
+  alternation (this VM's speed drifts), the device path's host CPU seconds per image, and the steps the
+  loop had dispatched when the first of 8 finished."""
+  mesh = train.make_mesh()
+  source = input_pipeline.get_source(config.data)
+  model = train.model_from_config(config, source.num_classes)
+  shape = (1, config.image_size, config.image_size, 3)
+  const_state, _, const_step = train.build(config, mesh, model, shape)
+  b, s, n = config.batch_size, config.image_size, source.num_classes
+  batch = {"image": np.random.default_rng(0).normal(size=(b, s, s, 3)).astype(np.float32),
+           "label": np.full((b, n), 1.0 / n, np.float32)}
+  batch = {k: jax.device_put(v, NamedSharding(mesh, P("data"))) for k, v in batch.items()}
+  data = device_data.make(source, mesh, config.batch_size, config.seed, config.data)
+  aug = augment.DeviceAugment.from_config(config.data.augment, config.image_size, n)
+  key, whole = train.augment_key(config.seed), NamedSharding(mesh, P())
+  input_fn = lambda step, inputs: aug(key, step, *data.batch(key, step, inputs), whole=whole)
+  state, _, step_fn = train.build(config, mesh, model, shape)
+  step_fn = train.device_input_step(step_fn, input_fn, NamedSharding(mesh, P("data")))
+  const_state, m = const_step(const_state, batch)
+  state, m = step_fn(state, data.host_batch())
+  jax.block_until_ready(m)
+  constant, device, cpu = [], [], 0.0
+  for _ in range(steps):
+    t = time.perf_counter()
+    const_state, m = const_step(const_state, batch)
+    jax.block_until_ready(m)
+    constant.append(time.perf_counter() - t)
+    t, c = time.perf_counter(), time.process_time()
+    inputs = data.host_batch()
+    cpu += time.process_time() - c
+    state, m = step_fn(state, inputs)
+    jax.block_until_ready(m)
+    device.append(time.perf_counter() - t)
+  first, ahead = None, 0
+  for _ in range(8):
+    state, m = step_fn(state, data.host_batch())
+    first = m["loss"] if first is None else first
+    ahead += not first.is_ready()
+  jax.block_until_ready(m)
+  return statistics.median(constant), statistics.median(device), cpu / (steps * config.batch_size), ahead
+
+
+def host_cpu_per_image(config, batches):
+  """Process CPU seconds per image of the host path's grain pipeline (rendering + augmentation)."""
   source = input_pipeline.get_source(config.data)
   data = ml_collections.ConfigDict({**config.data.to_dict(), "image_size": config.image_size})
   it = input_pipeline.train_iterator(source, data, config.batch_size, 0)
   next(it)
-  t = time.perf_counter()
+  c = time.process_time()
   for _ in range(batches):
     next(it)
-  return batches * config.batch_size / (time.perf_counter() - t)
+  return (time.process_time() - c) / (batches * config.batch_size)
 
 
 def main():
@@ -64,17 +111,19 @@ def main():
   parser.add_argument("--vit_batch", type=int, default=32)
   args = parser.parse_args()
   print(f"# bench_train on {describe_jax()}")
-  print("| model | image | batch | step img/s | pipeline img/s (workers) | pipeline / step |")
-  print("|---|---:|---:|---:|---:|---:|")
+  print("| model | image | batch | constant-batch img/s | device-path img/s | augment share | host CPU us/img "
+        "device path | host CPU us/img host path | host / device | ahead |")
+  print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   full = train.load_config("configs/pretrain_1pfrac_vit.py")
   full.batch_size = args.vit_batch
   full.data.workers = jax.local_devices()[0].platform == "cpu" and 2 or full.data.workers
   local = train.load_config("configs/pretrain_1pfrac_vit.py:runlocal")
   for name, config in (("ViT-Ti/16", full), ("vit_cpu (runlocal)", local)):
-    step = config.batch_size / median_step_seconds(config, args.steps)
-    pipe = pipeline_rate(config, max(2, 256 // config.batch_size))
-    print(f"| {name} | {config.image_size} | {config.batch_size} | {step:.1f} | {pipe:.0f} ({config.data.workers}) "
-          f"| {pipe / step:.1f}x |", flush=True)
+    constant, device, device_cpu, ahead = step_times(config, args.steps)
+    host_cpu = host_cpu_per_image(config, max(2, 256 // config.batch_size))
+    print(f"| {name} | {config.image_size} | {config.batch_size} | {config.batch_size / constant:.1f} | "
+          f"{config.batch_size / device:.1f} | {1 - constant / device:.1%} | {1e6 * device_cpu:.2f} | "
+          f"{1e6 * host_cpu:.0f} | {host_cpu / max(device_cpu, 1e-9):.0f}x | {ahead} |", flush=True)
 
 
 if __name__ == "__main__":
