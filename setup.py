@@ -13,6 +13,8 @@ setup(
     long_description=Path("README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["fractalpre", "fractalpre.*", "superres", "superres.*", "configs"]),
+    license="Apache-2.0",
+    license_files=["LICENSE"],
     python_requires=">=3.10",
     install_requires=[
         "numpy>=1.24",
@@ -21,7 +23,7 @@ setup(
         "tqdm>=4.66",
         "tensorflow-datasets>=4.9.4",
         "array-record>=0.5",
-        "jax>=0.6",
+        "jax>=0.6.1",  # jax.shard_map
         "flax>=0.10",
         "optax>=0.2.4",
         "ml-collections>=0.1.1",
