@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def step_time(comm, batch, steps):
@@ -32,7 +33,7 @@ def main():
   from machine import describe
   import jax
   print(f"# bench_lion on {describe()}, JAX {jax.__version__}")
-  ledger = json.loads(subprocess.run([sys.executable, "-m", "fractalpre.parallel.ledger", "--model", "vit_ti16",
+  ledger = json.loads(subprocess.run([sys.executable, str(Path(__file__).parents[1] / "scripts" / "lion_ledger.py"), "--model", "vit_ti16",
                                       "--devices", "8", "--json"], capture_output=True, text=True, check=True).stdout)
   from fractalpre.parallel import COMMS
   base_bytes = ledger["rows"]["allreduce"]["sent_bytes"]

@@ -17,17 +17,17 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bench_train import median_seconds
-from fractalpre import train
+from fractalpre import train, trainer
 from machine import describe_jax
 from superres import data, models, upscale
 from superres import train as sr_train
 
 
 def training_rate(config, steps):
-  mesh = train.make_mesh()
+  mesh = trainer.make_mesh()
   model = models.from_config(config)
   p, s = config.lr_patch, config.scale
-  state, _, step = train.build(config, mesh, model, (1, p, p, 3), sr_train.l1_loss)
+  state, _, step = trainer.build(config, mesh, model, (1, p, p, 3), sr_train.l1_loss)
   rng = np.random.default_rng(0)
   batch = {"image": rng.random((config.batch_size, p, p, 3), np.float32),
            "target": rng.random((config.batch_size, p * s, p * s, 3), np.float32)}

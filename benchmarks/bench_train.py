@@ -20,16 +20,16 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fractalpre import augment, device_data, input_pipeline, train
+from fractalpre import augment, classification, device_data, input_pipeline, train, trainer
 from machine import describe_jax
 
 
 def median_step_seconds(config, steps, num_classes=None):
   """Median wall time of the trainer's step on random data, after compilation."""
-  mesh = train.make_mesh()
+  mesh = trainer.make_mesh()
   n = num_classes or config.data.num_classes
-  state, _, step = train.build(config, mesh, train.model_from_config(config, n),
-                               (1, config.image_size, config.image_size, 3))
+  state, _, step = trainer.build(config, mesh, classification.model_from_config(config, n),
+                                 (1, config.image_size, config.image_size, 3), classification.classification_loss)
   b, s = config.batch_size, config.image_size
   batch = {"image": np.random.default_rng(0).normal(size=(b, s, s, 3)).astype(np.float32),
            "label": np.full((b, n), 1.0 / n, np.float32)}
@@ -54,21 +54,21 @@ def step_times(config, steps):
   """Median seconds of the step on a constant batch and of the step on the device path, timed in
   alternation (this VM's speed drifts), the device path's host CPU seconds per image, and the steps the
   loop had dispatched when the first of 8 finished."""
-  mesh = train.make_mesh()
+  mesh = trainer.make_mesh()
   source = input_pipeline.get_source(config.data)
-  model = train.model_from_config(config, source.num_classes)
+  model = classification.model_from_config(config, source.num_classes)
   shape = (1, config.image_size, config.image_size, 3)
-  const_state, _, const_step = train.build(config, mesh, model, shape)
+  const_state, _, const_step = trainer.build(config, mesh, model, shape, classification.classification_loss)
   b, s, n = config.batch_size, config.image_size, source.num_classes
   batch = {"image": np.random.default_rng(0).normal(size=(b, s, s, 3)).astype(np.float32),
            "label": np.full((b, n), 1.0 / n, np.float32)}
   batch = {k: jax.device_put(v, NamedSharding(mesh, P("data"))) for k, v in batch.items()}
   data = device_data.make(source, mesh, config.batch_size, config.seed, config.data)
   aug = augment.DeviceAugment.from_config(config.data.augment, config.image_size, n)
-  key, whole = train.augment_key(config.seed), NamedSharding(mesh, P())
+  key, whole = classification.augment_key(config.seed), NamedSharding(mesh, P())
   input_fn = lambda step, inputs: aug(key, step, *data.batch(key, step, inputs), whole=whole)
-  state, _, step_fn = train.build(config, mesh, model, shape)
-  step_fn = train.device_input_step(step_fn, input_fn, NamedSharding(mesh, P("data")))
+  state, _, step_fn = trainer.build(config, mesh, model, shape, classification.classification_loss)
+  step_fn = trainer.device_input_step(step_fn, input_fn, NamedSharding(mesh, P("data")))
   const_state, m = const_step(const_state, batch)
   state, m = step_fn(state, data.host_batch())
   jax.block_until_ready(m)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fractalpre import metric_logging, train
+from fractalpre import classification, metric_logging, train
 
 
 def main():
@@ -35,7 +35,7 @@ def main():
         config.mup = {"base_width": widths[0] if param == "muP" else 0}
         config.tensorboard = False
         workdir = root / f"{param}_w{width}_lr{lr:g}"
-        final = train.train_and_evaluate(config, workdir, progress=False)
+        final = classification.train_and_evaluate(config, workdir, progress=False)
         losses = [r["loss"] for r in metric_logging.read(workdir)][-3:]
         results[f"{param} {width} {lr:g}"] = {"loss": float(np.mean(losses)), "top1": final.get("eval_top1")}
         print(param, width, lr, results[f"{param} {width} {lr:g}"], flush=True)

@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from configs import finetune, pretrain_1pfrac_vit  # noqa: E402
-from fractalpre import metric_logging, train  # noqa: E402
+from fractalpre import classification, metric_logging  # noqa: E402
 
 
 def main():
@@ -33,7 +33,7 @@ def main():
   pre = pretrain_1pfrac_vit.get_config("runlocal")
   pre.total_steps = args.pretrain_steps
   pre.checkpoint_every = args.pretrain_steps
-  train.train_and_evaluate(pre, root / "pretrain")
+  classification.train_and_evaluate(pre, root / "pretrain")
   pretrain_s = time.time() - start
 
   results = {}
@@ -41,7 +41,7 @@ def main():
     cfg = finetune.get_config(f"dataset=digits,labels_per_class={args.labels},steps={args.finetune_steps},"
                               f"init_from={init}")
     t0 = time.time()
-    metrics = train.train_and_evaluate(cfg, root / name.replace(" ", "_").replace("-", ""))
+    metrics = classification.train_and_evaluate(cfg, root / name.replace(" ", "_").replace("-", ""))
     results[name] = {k[5:]: v for k, v in metrics.items() if k.startswith("eval_")}
     results[name]["seconds"] = time.time() - t0
 

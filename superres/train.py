@@ -1,7 +1,7 @@
 """SR trainer: `python -m superres.train --config configs/sr_edsr.py[:arg] --workdir DIR [--config.k=v]`.
 
 The pretraining trainer's mesh, sharded update step, optimizer, checkpoint/resume, metrics and progress
-(`fractalpre.train.build` / `fit`) with an L1 loss on LR/HR patch pairs, evaluated by PSNR/SSIM on the Y
+(`fractalpre.trainer.build` / `fit`) with an L1 loss on LR/HR patch pairs, evaluated by PSNR/SSIM on the Y
 channel of held-out images. The workdir's config.json lets `superres upscale --checkpoint DIR` rebuild
 the model.
 """
@@ -12,7 +12,7 @@ import os
 import jax.numpy as jnp
 import ml_collections
 
-from fractalpre import device_data, train
+from fractalpre import device_data, train, trainer
 from superres import data, evaluate, models, upscale
 
 
@@ -39,14 +39,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                        restart: bool = False) -> dict:
   """Trains (resuming from the workdir's newest good checkpoint); returns the final metrics, with
   eval_psnr / eval_ssim (and the bicubic baseline's) when `eval_every` is set."""
-  mesh = train.make_mesh()
-  train.check_batch(config)
+  mesh = trainer.make_mesh()
+  trainer.check_batch(config)
   source = data.get_source(config.data)
   train_iter = data.train_iterator(source, config.data, config.scale, config.lr_patch, config.batch_size, config.seed)
   model = models.from_config(config)
-  state, _, train_step = train.build(config, mesh, model, (1, config.lr_patch, config.lr_patch, 3), l1_loss)
+  state, _, train_step = trainer.build(config, mesh, model, (1, config.lr_patch, config.lr_patch, 3), l1_loss)
   evaluate_fn = held_out_evaluation(config, model) if config.get("eval_every") else None
-  return train.fit(config, workdir, state, train_step, device_data.HostBatches(train_iter, mesh), evaluate_fn,
+  return trainer.fit(config, workdir, state, train_step, device_data.HostBatches(train_iter, mesh), evaluate_fn,
                    progress, restart)
 
 

@@ -9,7 +9,9 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fractalpre import augment, device_data, input_pipeline, train
+import ml_collections
+
+from fractalpre import augment, device_data, input_pipeline, trainer
 
 KEY = jax.random.key(7)
 
@@ -97,7 +99,7 @@ def _device_batch(n_devices, source, step, **recipe):
 
 
 def test_a_global_batch_is_the_same_on_1_and_8_devices_and_gray_stays_one_channel():
-  source = input_pipeline.get_source(train.ml_collections.ConfigDict(
+  source = input_pipeline.get_source(ml_collections.ConfigDict(
       dict(kind="1p-frac", num_classes=8, render_size=24, points=300, seed=0)))
   for step in (5,):
     one, _ = _device_batch(1, source, step, cutmix=1.0)
@@ -115,7 +117,7 @@ def test_a_global_batch_is_the_same_on_1_and_8_devices_and_gray_stays_one_channe
 
 def test_resident_batches_walk_epoch_permutations():
   source = [(np.full((4, 4), i, np.uint8), i % 3) for i in range(5)]
-  mesh = train.make_mesh()
+  mesh = trainer.make_mesh()
   data = device_data.Resident(type("S", (), {"__len__": lambda s: 5, "__getitem__": lambda s, i: source[i]})(),
                               mesh, 8)
   seen = np.concatenate([np.asarray(data.indices(KEY, step)) for step in range(5)])  # 40 = 8 epochs of 5

@@ -69,14 +69,14 @@ def test_bad_arguments(kwargs, message):
 
 
 def test_bma_averages_the_samples_probabilities():
-  from fractalpre import evaluate, input_pipeline, train
+  from fractalpre import classification, evaluate, input_pipeline, trainer
   source = input_pipeline.Digits("test")
   rng = np.random.default_rng(0)
   weights = [rng.normal(size=(32 * 32 * 3, 10)).astype(np.float32) * 0.01 for _ in range(3)]
   logits_fn = lambda state, images: images.reshape(len(images), -1) @ state["w"]
-  sharding = jax.sharding.NamedSharding(train.make_mesh(), jax.sharding.PartitionSpec("data"))
-  bma = train.evaluate_source(logits_fn, [{"w": w} for w in weights], source, 32, 64, sharding)
-  single = train.evaluate_source(logits_fn, {"w": weights[0]}, source, 32, 64, sharding)
+  sharding = jax.sharding.NamedSharding(trainer.make_mesh(), jax.sharding.PartitionSpec("data"))
+  bma = classification.evaluate_source(logits_fn, [{"w": w} for w in weights], source, 32, 64, sharding)
+  single = classification.evaluate_source(logits_fn, {"w": weights[0]}, source, 32, 64, sharding)
   # By hand: mean of the three softmaxes, in float64.
   images = np.stack([input_pipeline.evaluation_view(source[i], 32)[0] for i in range(len(source))])
   probs = np.mean([evaluate.softmax(images.reshape(len(images), -1).astype(np.float64) @ w) for w in weights], 0)
@@ -87,11 +87,11 @@ def test_bma_averages_the_samples_probabilities():
 
 
 def test_ivon_finetuning_learns_curvature_and_reports_bma(tmp_path):
-  from fractalpre import input_pipeline, train
+  from fractalpre import classification, input_pipeline, train
   config = train.load_config("configs/finetune.py:dataset=digits,labels_per_class=5,optimizer=ivon,ess=0,steps=3,batch=64,bma=2")
   config.model.update(dict(patch=8, width=32, depth=1, mlp_dim=64, heads=2))
   config.tensorboard = False
-  final = train.train_and_evaluate(config, tmp_path, progress=False)
+  final = classification.train_and_evaluate(config, tmp_path, progress=False)
   for k in ("top1", "nll", "ece"):
     assert np.isfinite(final[f"eval_{k}"]) and np.isfinite(final[f"eval_bma_{k}"])
   assert final["eval_bma_nll"] != final["eval_nll"]  # the samples differ from the mean

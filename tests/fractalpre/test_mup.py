@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fractalpre import mup, optim, train
+from fractalpre import classification, mup, optim, trainer
 from fractalpre.models import vit
 
 WIDTHS = (64, 256, 1024)
@@ -79,9 +79,9 @@ def test_trainer_scales_hidden_updates_by_the_width_ratio():
       seed=0, total_steps=5, precision="fp32", model=dict(name="vit_cpu", patch=8, width=128, depth=1, mlp_dim=256,
                                                           heads=2),
       optim=dict(optimizer="adamw", lr=1e-2, weight_decay=0.0, warmup_steps=0), mup=dict(base_width=32)))
-  mesh = train.make_mesh()
-  model = train.model_from_config(config, 10)
-  state, _, step = train.build(config, mesh, model, (1, 16, 16, 3))
+  mesh = trainer.make_mesh()
+  model = classification.model_from_config(config, 10)
+  state, _, step = trainer.build(config, mesh, model, (1, 16, 16, 3), classification.classification_loss)
   before = jax.device_get(state["params"])
   rng = np.random.default_rng(0)
   batch = {"image": rng.normal(size=(8, 16, 16, 3)).astype(np.float32),

@@ -11,7 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fractalpre import checkpointing, metric_logging, train
+from fractalpre import checkpointing, classification, metric_logging, train, trainer
 
 TINY_MODEL = dict(name="vit_cpu", patch=8, width=32, depth=1, mlp_dim=64, heads=2)
 
@@ -38,7 +38,7 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
 
 def test_three_steps_on_eight_fake_devices(tmp_path):
   assert jax.device_count() == 8
-  final = train.train_and_evaluate(tiny_config(total_steps=3, checkpoint_every=3), tmp_path, progress=False)
+  final = classification.train_and_evaluate(tiny_config(total_steps=3, checkpoint_every=3), tmp_path, progress=False)
   records = metric_logging.read(tmp_path)
   assert [r["step"] for r in records] == [1, 2, 3]
   # The head starts at zero and the warm-up's first learning rate is 0, so the predictions of steps 1
@@ -55,9 +55,9 @@ def _run_script(workdir, total_steps):
       import ml_collections, sys
       sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
       from test_train import tiny_config
-      from fractalpre import train
-      train.train_and_evaluate(tiny_config(total_steps={total_steps}, checkpoint_every=3), {str(workdir)!r},
-                               progress=False)
+      from fractalpre import classification
+      classification.train_and_evaluate(tiny_config(total_steps={total_steps}, checkpoint_every=3), {str(workdir)!r},
+                                        progress=False)
       """)
 
 
@@ -84,7 +84,7 @@ def _damage(step_folder):
 def test_damaged_checkpoints_are_moved_aside_and_the_run_saves_again(tmp_path, caplog):
   config = lambda: tiny_config(total_steps=6, checkpoint_every=2)
   reference = tmp_path / "reference"
-  train.train_and_evaluate(config(), reference, progress=False)
+  classification.train_and_evaluate(config(), reference, progress=False)
   final_params = checkpointing.load_params(reference)
 
   def assert_final_checkpoint_saved():
@@ -94,17 +94,17 @@ def test_damaged_checkpoints_are_moved_aside_and_the_run_saves_again(tmp_path, c
     assert metric_logging.read(run) == metric_logging.read(reference)
 
   run = tmp_path / "run"
-  train.train_and_evaluate(config(), run, progress=False)
+  classification.train_and_evaluate(config(), run, progress=False)
   # Only the newest damaged: resume from step 4, and step 6 is saved again.
   _damage(run / "checkpoints" / "6")
-  train.train_and_evaluate(config(), run, progress=False)
+  classification.train_and_evaluate(config(), run, progress=False)
   assert "checkpoint at step 6 could not be restored" in caplog.text
   assert f"moved it to {run / 'damaged_checkpoints' / '6'}" in caplog.text
   assert_final_checkpoint_saved()
   # Every checkpoint damaged: three warnings, a fresh start, and the final checkpoint on disk again.
   for step in (2, 4, 6):
     _damage(run / "checkpoints" / str(step))
-  train.train_and_evaluate(config(), run, progress=False)
+  classification.train_and_evaluate(config(), run, progress=False)
   assert caplog.text.count("could not be restored") == 3
   assert sorted(p.name for p in (run / "damaged_checkpoints").iterdir()) == ["2", "4", "6", "6.1"]
   assert_final_checkpoint_saved()
@@ -112,21 +112,21 @@ def test_damaged_checkpoints_are_moved_aside_and_the_run_saves_again(tmp_path, c
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   config = tiny_config(total_steps=8, checkpoint_every=1, **{"optim.lr": 1e30, "optim.warmup_steps": 0})
-  with pytest.raises(train.NonFiniteLoss, match=r"the loss became non-finite at step \d+; stopping"):
-    train.train_and_evaluate(config, tmp_path, progress=False)
+  with pytest.raises(trainer.NonFiniteLoss, match=r"the loss became non-finite at step \d+; stopping"):
+    classification.train_and_evaluate(config, tmp_path, progress=False)
   steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
   assert all(np.isfinite(r["loss"]) for r in metric_logging.read(tmp_path))
   assert steps == [r["step"] for r in metric_logging.read(tmp_path)][-len(steps):]
 
 
 def test_finetune_loads_pretrained_weights_and_resamples_position_embeddings(tmp_path):
-  train.train_and_evaluate(tiny_config(), tmp_path / "pre", progress=False)
+  classification.train_and_evaluate(tiny_config(), tmp_path / "pre", progress=False)
   config = tiny_config(total_steps=1, checkpoint_every=1, init_from=str(tmp_path / "pre"), image_size=32,
                        eval_every=1)
   config.data = ml_collections.ConfigDict(dict(kind="digits", labels_per_class=5, seed=0, workers=1,
                                                augment=config.data.augment.to_dict()))
   config.optim.lr = 0.0  # so the fine-tuned weights are the loaded ones
-  final = train.train_and_evaluate(config, tmp_path / "ft", progress=False)
+  final = classification.train_and_evaluate(config, tmp_path / "ft", progress=False)
   pre, ft = checkpointing.load_params(tmp_path / "pre"), checkpointing.load_params(tmp_path / "ft")
   np.testing.assert_array_equal(ft["block0"]["MlpBlock_0"]["Dense_0"]["kernel"],
                                 pre["block0"]["MlpBlock_0"]["Dense_0"]["kernel"])
@@ -156,12 +156,12 @@ def test_compressed_lion_trains_and_restores_per_device_momenta_exactly(tmp_path
     c = tiny_config(**overrides)
     c.lion = ml_collections.ConfigDict(dict(comm=comm, momentum_sync="every:3", sync_pattern=""))
     return c
-  train.train_and_evaluate(config(), tmp_path / "whole", progress=False)
+  classification.train_and_evaluate(config(), tmp_path / "whole", progress=False)
   run = tmp_path / "resumed"
-  train.train_and_evaluate(config(), run, progress=False)
+  classification.train_and_evaluate(config(), run, progress=False)
   import shutil
   shutil.rmtree(run / "checkpoints" / "4")
-  train.train_and_evaluate(config(), run, progress=False)
+  classification.train_and_evaluate(config(), run, progress=False)
   whole = metric_logging.read(tmp_path / "whole")
   assert [r["step"] for r in whole] == [1, 2, 3, 4]
   assert metric_logging.read(run) == whole
@@ -177,7 +177,7 @@ def test_bf16_run_tracks_the_fp32_run(tmp_path):
   for precision in ("fp32", "bf16"):
     config = tiny_config(total_steps=6, checkpoint_every=6)
     config.precision = precision
-    train.train_and_evaluate(config, tmp_path / precision, progress=False)
+    classification.train_and_evaluate(config, tmp_path / precision, progress=False)
     losses[precision] = np.array([r["loss"] for r in metric_logging.read(tmp_path / precision)])
   assert not np.array_equal(losses["bf16"], losses["fp32"])  # bf16 matmuls really ran
   np.testing.assert_allclose(losses["bf16"], losses["fp32"], rtol=0.02)
@@ -186,9 +186,9 @@ def test_bf16_run_tracks_the_fp32_run(tmp_path):
 def test_fp8_step_quantises_and_keeps_its_scales_out_of_the_optimizer(tmp_path):
   config = tiny_config(total_steps=2, precision="fp8")
   config.optim.update(dict(lr=0.5, weight_decay=0.5))  # an optimizer touching fp8 state would show
-  mesh = train.make_mesh()
-  model = train.model_from_config(config, 16)
-  state, shardings, step = train.build(config, mesh, model, (1, 16, 16, 3))
+  mesh = trainer.make_mesh()
+  model = classification.model_from_config(config, 16)
+  state, shardings, step = trainer.build(config, mesh, model, (1, 16, 16, 3), classification.classification_loss)
   assert "input_scale" in state["fp8"]["block0"]["MlpBlock_0"]["Dense_0"]["Fp8DirectDotGeneralOp_0"]
   assert not any("Fp8" in jax.tree_util.keystr(p)
                  for p, _ in jax.tree_util.tree_leaves_with_path(state["opt_state"]))
@@ -215,8 +215,8 @@ def test_fp8_step_quantises_and_keeps_its_scales_out_of_the_optimizer(tmp_path):
 def test_both_input_paths_resume_exactly(tmp_path, on):
   import shutil
   config = tiny_config(total_steps=6, checkpoint_every=3, **{"data.augment_on": on})
-  train.train_and_evaluate(config, tmp_path, progress=False)
+  classification.train_and_evaluate(config, tmp_path, progress=False)
   whole = metric_logging.read(tmp_path)
   shutil.rmtree(tmp_path / "checkpoints" / "6")  # as if killed after the save at step 3
-  train.train_and_evaluate(config, tmp_path, progress=False)
+  classification.train_and_evaluate(config, tmp_path, progress=False)
   assert metric_logging.read(tmp_path) == whole

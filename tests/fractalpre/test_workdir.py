@@ -9,24 +9,24 @@ import sys
 
 import pytest
 
-from fractalpre import fileio, metric_logging, train
+from fractalpre import classification, fileio, metric_logging
 from tests.fractalpre.test_train import tiny_config
 
 
 def test_a_workdir_with_another_config_is_refused_untouched_unless_restarted(tmp_path):
-  train.train_and_evaluate(tiny_config(), tmp_path, progress=False)
+  classification.train_and_evaluate(tiny_config(), tmp_path, progress=False)
   before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
   lion = tiny_config(**{"optim.optimizer": "lion", "optim.lr": 1e-4})
   with pytest.raises(fileio.UsageError, match=r"holds a run with another config \(optim\.lr: 0\.001 -> 0\.0001; "
                                               r"optim\.optimizer: \"adamw\" -> \"lion\"\); use a new --workdir, or "
                                               r"--restart"):
-    train.train_and_evaluate(lion, tmp_path, progress=False)
+    classification.train_and_evaluate(lion, tmp_path, progress=False)
   assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
   # Keys that leave the state and the data alone may change: this resumes the same run.
-  train.train_and_evaluate(tiny_config(log_every=2, total_steps=3, checkpoint_every=3), tmp_path, progress=False)
+  classification.train_and_evaluate(tiny_config(log_every=2, total_steps=3, checkpoint_every=3), tmp_path, progress=False)
   assert [r["step"] for r in metric_logging.read(tmp_path)] == [1, 2, 3]  # resumed at 2, the last step is logged
   old_metrics = (tmp_path / "metrics.jsonl").read_bytes()
-  train.train_and_evaluate(lion, tmp_path, progress=False, restart=True)
+  classification.train_and_evaluate(lion, tmp_path, progress=False, restart=True)
   aside = tmp_path / "replaced_runs" / "1"
   assert (aside / "metrics.jsonl").read_bytes() == old_metrics
   assert json.loads((aside / "config.json").read_text())["optim"]["optimizer"] == "adamw"
@@ -40,20 +40,20 @@ def test_a_second_trainer_on_a_workdir_is_refused(tmp_path):
   with fileio.FolderLock(tmp_path, "trainer"):
     with pytest.raises(fileio.UsageError, match=rf"{tmp_path} is in use by another trainer \(pid {os.getpid()}, "
                                                 r"holding \.lock\); wait for it to finish"):
-      train.train_and_evaluate(tiny_config(), tmp_path, progress=False)
+      classification.train_and_evaluate(tiny_config(), tmp_path, progress=False)
   assert not (tmp_path / "metrics.jsonl").exists()
-  train.train_and_evaluate(tiny_config(), tmp_path, progress=False)  # released: the next one runs
+  classification.train_and_evaluate(tiny_config(), tmp_path, progress=False)  # released: the next one runs
   assert not (tmp_path / ".lock").exists()
 
 
 def test_a_partial_last_metrics_line_is_dropped_with_a_warning(tmp_path, caplog):
-  train.train_and_evaluate(tiny_config(total_steps=2, checkpoint_every=1), tmp_path, progress=False)
+  classification.train_and_evaluate(tiny_config(total_steps=2, checkpoint_every=1), tmp_path, progress=False)
   whole = metric_logging.read(tmp_path)
   with open(tmp_path / "metrics.jsonl", "a") as f:
     f.write('{"step": 3, "loss": 2.7')  # a crash mid-line
   assert metric_logging.read(tmp_path) == whole
   assert f"{tmp_path / 'metrics.jsonl'}: dropping the partial last line 3" in caplog.text
-  train.train_and_evaluate(tiny_config(total_steps=3, checkpoint_every=1), tmp_path, progress=False)
+  classification.train_and_evaluate(tiny_config(total_steps=3, checkpoint_every=1), tmp_path, progress=False)
   assert [r["step"] for r in metric_logging.read(tmp_path)] == [1, 2, 3]
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
   lines[0] = "{garbage"
@@ -152,7 +152,7 @@ def test_the_loop_fetches_nothing_from_the_devices_between_log_steps(tmp_path, m
   counts = []
   for steps in (4, 12):
     config = tiny_config(total_steps=steps, log_every=steps, checkpoint_every=steps)
-    train.train_and_evaluate(config, tmp_path / str(steps), progress=False)
+    classification.train_and_evaluate(config, tmp_path / str(steps), progress=False)
     counts.append(len(fetches))
     fetches.clear()
   assert counts[0] == counts[1] > 0, counts

@@ -1,6 +1,6 @@
 """Bytes on the wire per step, read from the compiled program, and a link cost model.
 
-  python -m fractalpre.parallel.ledger --model vit_ti16 --devices 8 [--json]
+  python scripts/lion_ledger.py --model vit_ti16 --devices 8 [--json]
 
 For each comm mode the trainer's sharded step is compiled on `--devices` CPU devices and the collectives
 of the optimized HLO are listed (operation, dtype, shape). The bytes each device sends follow the usual
@@ -84,14 +84,15 @@ def compiled_ops(model_name: str, comm: str, image_size: int = 224) -> list[dict
   import jax.numpy as jnp
   import ml_collections
 
-  from fractalpre import train
+  from fractalpre import classification, trainer
   n = jax.device_count()
   config = ml_collections.ConfigDict(dict(
       optim=dict(optimizer="lion", lr=1e-4, weight_decay=0.1, warmup_steps=0), total_steps=10, seed=0,
       lion=dict(comm=comm, momentum_sync="", sync_pattern=""), model=dict(name=model_name), precision="fp32",
       image_size=image_size))
-  model = train.model_from_config(config, 1000)
-  state, _, step = train.build(config, train.make_mesh(), model, (1, image_size, image_size, 3))
+  model = classification.model_from_config(config, 1000)
+  state, _, step = trainer.build(config, trainer.make_mesh(), model, (1, image_size, image_size, 3),
+                                 classification.classification_loss)
   batch = {"image": jax.ShapeDtypeStruct((n, image_size, image_size, 3), jnp.float32),
            "label": jax.ShapeDtypeStruct((n, 1000), jnp.float32)}
   return collectives(step.lower(state, batch).compile().as_text())
