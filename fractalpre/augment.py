@@ -4,9 +4,8 @@ uint8 images of any channel count go in; normalised float32 RGB at the model's s
 ops (RandomResizedCrop with bilinear resampling, flips) are vmapped over the batch; the batch-level
 targets (label smoothing, then mixup or cutmix, one per batch, as timm's Mixup) follow. Every random
 choice comes from `example_key(key, step, i)` for the i-th example of the global batch, or from the
-step's key for the batch-level choices, so a global batch is the same on any device count and after a
-resume: bit for bit, except that a mixup blend may differ in the last bit between device counts on
-XLA:CPU (measured: at most 1 ulp), which contracts its multiply and add differently per partitioning. The host path's counterpart is `input_pipeline.Augment` / `MixBatch`.
+step's key for the batch-level choices, so a global batch is the same bits on any device count and
+after a resume. The host path's counterpart is `input_pipeline.Augment` / `MixBatch`.
 """
 from __future__ import annotations
 
@@ -65,11 +64,11 @@ def _resample_axis(image: jax.Array, start, length, size: int, axis: int, taps: 
   index, weights = _axis_weights(start, length, size, image.shape[axis], taps)
   clipped = jnp.clip(index, 0, image.shape[axis] - 1)
   out = 0.0
-  for j in range(taps):  # a fixed sum of products: the same bits on any device count (a dot is not)
+  for j in range(taps):  # a fixed sum of rounded products: the same bits on any device count (a dot is not)
     tap = jnp.take(image, clipped[:, j], axis=axis)
     shape = [1] * image.ndim
     shape[axis] = size
-    out = out + tap * weights[:, j].reshape(shape)
+    out = out + _rounded(tap * weights[:, j].reshape(shape), weights[0, 0])
   return out
 
 
@@ -148,7 +147,7 @@ class DeviceAugment:
     inside = ((rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1))[None, :, :, None]
     cut_lam = 1 - (y1 - y0) * (x1 - x0) / (h * w)
     other = images[::-1]
-    blend = lam * images + (1 - lam) * other
+    blend = _rounded(lam * images, lam) + _rounded((1 - lam) * other, lam)
     mixed = jnp.where(use_cutmix, jnp.where(inside, other, images), blend)
     lam = jnp.where(use_cutmix, cut_lam, lam)
     partner = on[::-1]
@@ -156,6 +155,15 @@ class DeviceAugment:
     targets = jnp.where(on & partner, keep + smooth,
                         jnp.where(on, keep * lam + smooth, jnp.where(partner, keep * (1 - lam) + smooth, smooth)))
     return mixed, targets
+
+
+def _rounded(x: jax.Array, nonnegative: jax.Array) -> jax.Array:
+  """x as it is, kept from being fused into a later sum: XLA:CPU contracts a product and a sum into one
+  multiply-add (one rounding, not two) for some shapes of a fusion and not for others, so the batch's
+  split over devices would move the last bit. XOR-ing the bits with a zero the compiler cannot fold (the
+  sign bit of a runtime value known to be >= 0) stops the contraction."""
+  zero = jax.lax.shift_right_logical(jax.lax.bitcast_convert_type(nonnegative, jnp.int32), 31)
+  return jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(x, jnp.int32) ^ zero, jnp.float32)
 
 
 def to_model_input(images: jax.Array) -> jax.Array:

@@ -98,7 +98,7 @@ def _device_batch(n_devices, source, step, **recipe):
   return jax.device_get(fn(step, data.host_batch())), data
 
 
-def test_a_global_batch_is_the_same_on_1_and_8_devices_and_gray_stays_one_channel():
+def test_a_global_batch_is_the_same_bits_on_1_and_8_devices_and_gray_stays_one_channel():
   source = input_pipeline.get_source(ml_collections.ConfigDict(
       dict(kind="1p-frac", num_classes=8, render_size=24, points=300, seed=0)))
   for step in (5,):
@@ -108,9 +108,8 @@ def test_a_global_batch_is_the_same_on_1_and_8_devices_and_gray_stays_one_channe
       np.testing.assert_array_equal(one[k], eight[k])  # crops, flips, smoothing, cutmix: the same bits
     one, _ = _device_batch(1, source, step, mixup=0.8)
     eight, _ = _device_batch(8, source, step, mixup=0.8)
-    np.testing.assert_array_equal(one["label"], eight["label"])
-    # XLA:CPU's multiply-adds: the last bit of a [0, 255] value, 2 / 255 of it after normalising
-    np.testing.assert_allclose(one["image"], eight["image"], rtol=0, atol=2 ** -16 * 2 / 255 * 1.01)
+    for k in one:
+      np.testing.assert_array_equal(one[k], eight[k])  # mixup's blend too
   assert data.images.shape == (8, 24, 24, 1) and data.images.dtype == jnp.uint8
   assert one["image"].shape == (16, 16, 16, 3)
 
