@@ -57,10 +57,6 @@ class Resident:
     self.sharding = NamedSharding(mesh, P("data"))
     self.epochs = global_batch // self.size + 2  # epochs one batch can touch
 
-  @property
-  def nbytes(self) -> int:
-    return self.images.nbytes
-
   def indices(self, key: jax.Array, step) -> jax.Array:
     position = step * self.global_batch + jnp.arange(self.global_batch)
     epoch, offset = position // self.size, position % self.size

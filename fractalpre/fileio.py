@@ -78,22 +78,7 @@ def check_writable(path: str | os.PathLike, flag: str) -> None:
   path = Path(path)
   if path.is_dir():
     raise UsageError(f"{flag} {path} is a folder; give a file name")
-  ancestor = path.parent
-  while not ancestor.exists():
-    ancestor = ancestor.parent
-  if not ancestor.is_dir():
-    raise UsageError(f"{flag} {path} cannot be created: {ancestor} is not a folder")
-  _check_can_write(ancestor, f"{flag} {path}")
-
-
-def _check_can_write(folder: Path, what: str) -> None:
-  """Creates and removes a file in `folder`: permission bits alone miss read-only mounts and root."""
-  try:
-    fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
-    os.close(fd)
-    os.unlink(probe)
-  except OSError as e:
-    raise UsageError(f"{what} is not writable ({folder}: {e.strerror or e})") from None
+  _check_creatable(path, path.parent, flag)
 
 
 def check_folder(folder: str | os.PathLike, flag: str) -> None:
@@ -101,12 +86,24 @@ def check_folder(folder: str | os.PathLike, flag: str) -> None:
   folder = Path(folder)
   if folder.exists() and not folder.is_dir():
     raise UsageError(f"{flag} {folder} exists and is not a folder")
-  ancestor = folder
+  _check_creatable(folder, folder, flag)
+
+
+def _check_creatable(target: Path, start: Path, flag: str) -> None:
+  """The nearest existing folder at or above `start` must be a folder we can write in: there `target`
+  (or the folders leading to it) will be created. A probe file is created and removed, since permission
+  bits alone miss read-only mounts and root."""
+  ancestor = start
   while not ancestor.exists():
     ancestor = ancestor.parent
   if not ancestor.is_dir():
-    raise UsageError(f"{flag} {folder} cannot be created: {ancestor} is not a folder")
-  _check_can_write(ancestor, f"{flag} {folder}")
+    raise UsageError(f"{flag} {target} cannot be created: {ancestor} is not a folder")
+  try:
+    fd, probe = tempfile.mkstemp(dir=ancestor, prefix=".write-probe-")
+    os.close(fd)
+    os.unlink(probe)
+  except OSError as e:
+    raise UsageError(f"{flag} {target} is not writable ({ancestor}: {e.strerror or e})") from None
 
 
 class FolderLock:
