@@ -46,7 +46,9 @@ def pretrain(data: dict, runlocal: bool, total_steps: int, warmup_steps: int) ->
   c.optim = ml_collections.ConfigDict(dict(optimizer="adamw", lr=1e-3 * c.batch_size / 512, weight_decay=0.05,
                                            warmup_steps=warmup_steps, min_lr_ratio=0.0))
   # optim.optimizer=lion with lion.comm in fractalpre.parallel.COMMS: sign-compressed data parallelism.
-  c.lion = ml_collections.ConfigDict(dict(comm="", momentum_sync="", sync_pattern=""))
+  # lion.hierarchy=node: gradients averaged exactly within nodes of lion.local_devices devices, the vote across them.
+  c.lion = ml_collections.ConfigDict(dict(comm="", momentum_sync="", sync_pattern="", hierarchy="flat",
+                                          local_devices=0))
   c.mup = ml_collections.ConfigDict(dict(base_width=0))  # > 0: muP relative to this width (ViTs; fractalpre.mup)
   c.log_every = 100
   c.checkpoint_every = 2000

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from fractalpre.parallel import lion
+
 OPTIMIZERS = ("adamw", "lion", "sgd", "ivon")
 
 
@@ -38,12 +40,16 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim >= 2 and p.shape[0] != 1, params)
 
 
-def make(cfg: ml_collections.ConfigDict, total_steps: int, trainable=None, update_scales=None) -> optax.GradientTransformation:
+def make(cfg: ml_collections.ConfigDict, total_steps: int, trainable=None, update_scales=None,
+         transport=None) -> optax.GradientTransformation:
   """The optimizer that `cfg.optimizer` names. `trainable(path) -> bool` freezes the other parameters
-  (linear probing); `update_scales` (a tree like the params) multiplies each final update (muP)."""
+  (linear probing); `update_scales` (a tree like the params) multiplies each final update (muP);
+  `transport` (fractalpre.parallel.Transport) makes Lion's step compressed-data-parallel."""
   name = cfg.optimizer
   if name not in OPTIMIZERS:
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+  if transport is not None and (name != "lion" or trainable is not None or update_scales is not None):
+    raise ValueError("lion.comm needs optim.optimizer=lion and supports neither linear_probe nor mup")
   lr = schedule(cfg, total_steps)
   wd = cfg.get("weight_decay", 0.0)
   mu_dtype = cfg.get("mu_dtype") or None  # "bfloat16": the first moment in bf16 (adamw, lion)
@@ -57,13 +63,13 @@ def make(cfg: ml_collections.ConfigDict, total_steps: int, trainable=None, updat
   if name == "adamw":
     opt = optax.adamw(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), weight_decay=wd, mask=_decay_mask,
                       mu_dtype=mu_dtype)
-  elif name == "lion":
-    opt = optax.lion(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.99), weight_decay=wd, mask=_decay_mask,
-                     mu_dtype=mu_dtype)
+  elif name == "lion":  # Lion's chain clips itself, after the gradients are averaged
+    opt = lion.lion(lr, cfg.get("b1", 0.9), cfg.get("b2", 0.99), wd, _decay_mask, mu_dtype,
+                    cfg.get("grad_clip_norm", 0.0), transport)
   else:
     opt = optax.chain(optax.add_decayed_weights(wd, mask=_decay_mask),
                       optax.sgd(lr, momentum=cfg.get("momentum", 0.9)))
-  if cfg.get("grad_clip_norm"):
+  if cfg.get("grad_clip_norm") and name != "lion":
     opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)
   if update_scales is not None:
     if name not in ("adamw", "lion"):

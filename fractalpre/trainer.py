@@ -17,7 +17,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
-from fractalpre import checkpointing, fileio, metric_logging, optim, transfer
+from fractalpre import checkpointing, fileio, metric_logging, optim, parallel, transfer
 from fractalpre import workdir as workdirs
 from fractalpre.models import FP8_COLLECTION
 
@@ -63,24 +63,19 @@ def compressed_lion(config) -> bool:
   return config.optim.optimizer == "lion" and bool(config.get("lion", {}).get("comm"))
 
 
-def make_optimizer(config, mesh, trainable=None, update_scales=None):
+def lion_transport(config, mesh):
+  """Compressed Lion's transport on the step's mesh (flat `data`, or `node` x `local`), or None."""
   if not compressed_lion(config):
-    return optim.make(config.optim, config.total_steps, trainable, update_scales)
-  from fractalpre import parallel
-  if trainable is not None or update_scales is not None:
-    raise ValueError("linear_probe and mup are not supported with lion.comm (compressed Lion)")
-  return parallel.distributed_lion(
-      optim.schedule(config.optim, config.total_steps), b1=config.optim.get("b1", 0.9),
-      b2=config.optim.get("b2", 0.99), weight_decay=config.optim.get("weight_decay", 0.0),
-      comm=config.lion.comm, axis_name="data", momentum_sync=config.lion.get("momentum_sync"),
-      sync_pattern=config.lion.get("sync_pattern"), mesh=mesh)
+    return None
+  cfg = config.lion
+  step_mesh = parallel.step_mesh(mesh.devices, cfg.get("hierarchy", "flat") or "flat", cfg.get("local_devices", 0))
+  return step_mesh, parallel.transport(cfg.comm, step_mesh, cfg.get("momentum_sync"), cfg.get("sync_pattern"))
 
 
-def state_specs(config, state):
+def state_specs(state, transport=None):
   """PartitionSpecs of the train state: all replicated, except compressed Lion's per-device optimizer
-  state, which has a leading device axis sharded over `data`."""
-  per_device = compressed_lion(config)
-  return {k: jax.tree.map(lambda _: P("data") if (per_device and k == "opt_state") else P(), v)
+  state, which has a leading device axis sharded over the transport's axes."""
+  return {k: jax.tree.map(lambda _: P(transport.axes) if (transport and k == "opt_state") else P(), v)
           for k, v in state.items()}
 
 
@@ -110,9 +105,9 @@ def _global_norm(tree):
   return jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32) ** 2) for g in jax.tree.leaves(tree)))
 
 
-def make_train_step(model, tx, rng, task_loss, sample=None, axis: str | None = None):
+def make_train_step(model, tx, rng, task_loss, sample=None, axis: str | tuple[str, ...] | None = None):
   """The pure update, one optimizer step; the one body of every trainer's step. On a globally sharded
-  batch (`axis` None) the state is replicated. Under `jax.shard_map` over `axis` (compressed Lion), each
+  batch (`axis` None) the state is replicated. Under `jax.shard_map` over `axis` (compressed Lion's mesh axes), each
   device takes the gradient of its own batch shard and keeps its own optimizer state (a leading device
   axis of length 1 here), `tx` does the communication, batch stats are averaged, fp8 amax histories take
   their maximum and metrics their mean over the devices (grad_norm: the mean of the local norms, since
@@ -151,20 +146,22 @@ def build(config, mesh, model, input_shape: tuple[int, ...], task_loss, trainabl
     from fractalpre import mup
     scales = mup.scales_for(model, mup_base_width(config), input_shape)
   with fileio.usage_errors():
-    tx = make_optimizer(config, mesh, trainable, scales)
+    step_mesh, transport = lion_transport(config, mesh) or (mesh, None)
+    tx = optim.make(config.optim, config.total_steps, trainable, scales, transport)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   state = init_state(config, model, tx, init_rng, input_shape)
-  if compressed_lion(config):
-    state["opt_state"] = replicate_per_device(state["opt_state"], mesh.shape["data"])
-  specs = state_specs(config, state)
-  shardings = jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs)
-  if compressed_lion(config):
-    step_fn = jax.shard_map(make_train_step(model, tx, step_rng, task_loss, axis="data"), mesh=mesh,
-                            in_specs=(specs, P("data")), out_specs=(specs, P()), check_vma=False)
+  batch_spec = P(transport.axes) if transport else P("data")
+  if transport:
+    state["opt_state"] = replicate_per_device(state["opt_state"], mesh.size)
+  specs = state_specs(state, transport)
+  shardings = jax.tree.map(lambda spec: NamedSharding(step_mesh, spec), specs)
+  if transport:
+    step_fn = jax.shard_map(make_train_step(model, tx, step_rng, task_loss, axis=transport.axes), mesh=step_mesh,
+                            in_specs=(specs, batch_spec), out_specs=(specs, P()), check_vma=False)
   else:
     step_fn = make_train_step(model, tx, step_rng, task_loss, optim.sampler(config.optim))
-  train_step = jax.jit(step_fn, in_shardings=(shardings, NamedSharding(mesh, P("data"))),
-                       out_shardings=(shardings, NamedSharding(mesh, P())), donate_argnums=0)
+  train_step = jax.jit(step_fn, in_shardings=(shardings, NamedSharding(step_mesh, batch_spec)),
+                       out_shardings=(shardings, NamedSharding(step_mesh, P())), donate_argnums=0)
   return jax.device_put(state, shardings), shardings, train_step
 
 

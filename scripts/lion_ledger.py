@@ -18,6 +18,8 @@ import math
 import re
 import sys
 
+import numpy as np
+
 DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
                "f32": 4, "s64": 8, "u64": 8, "f64": 8}
 COLLECTIVES = ("all-reduce", "all-gather", "all-to-all", "reduce-scatter", "collective-permute")
@@ -26,24 +28,86 @@ PARAMS = {"vit_ti16": 5.7e6, "vit_s16": 22.1e6, "vit_b16": 86.6e6}
 
 _OP = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\(")
 _SHAPE = re.compile(r"(\w+)\[([\d,]*)\]")
+_HEADER = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s*\(.*\{\s*$")
+_CALLS = re.compile(r"\b(?:calls|to_apply|body|condition)=%?([\w.\-]+)")
+_BRANCHES = re.compile(r"\b(?:branch_computations=\{([^}]*)\}|(?:true|false)_computation=%?([\w.\-]+))")
+_GROUPS = re.compile(r"replica_groups=(\{\{[\d,{}]*\}\}|\[[\d,]+\]<=\[[\d,]+\](?:T\([\d,]+\))?)")
 
 
-def collectives(hlo_text: str) -> list[dict]:
-  """[{op, dtype, shape, bytes}] for each collective instruction of an HLO module's text."""
-  out = []
+def _computations(hlo_text: str) -> tuple[dict[str, list[str]], str]:
+  """{computation name: its instruction lines} and the entry computation's name."""
+  comps, entry, current = {}, None, None
   for line in hlo_text.splitlines():
-    m = _OP.search(line)
-    if not m:
-      continue
-    shapes = _SHAPE.findall(m.group(1))
-    if m.group(3) and m.group(2) != "all-reduce":  # async start ops list (operand, result): keep the result
-      shapes = shapes[-1:]
-    for dtype, dims in shapes:
-      if dtype not in DTYPE_BYTES:
+    header = _HEADER.match(line)
+    if header:
+      current = header.group(2)
+      comps[current] = []
+      entry = current if header.group(1) else entry
+    elif line.strip() == "}":
+      current = None
+    elif current is not None:
+      comps[current].append(line)
+  return comps, entry
+
+
+def replica_groups(line: str, devices: int) -> list[list[int]]:
+  """The device groups of one collective: explicit {{0,1},{2,3}}, or iota [G,S]<=[dims]T(perm)."""
+  m = _GROUPS.search(line)
+  if not m:
+    return [list(range(devices))]
+  spec = m.group(1)
+  if spec.startswith("{"):
+    return [[int(d) for d in g.split(",") if d] for g in re.findall(r"\{([\d,]*)\}", spec[1:-1])] or [list(range(devices))]
+  shape, dims, perm = re.fullmatch(r"\[([\d,]+)\]<=\[([\d,]+)\](?:T\(([\d,]+)\))?", spec).groups()
+  ids = np.arange(math.prod(int(d) for d in dims.split(","))).reshape([int(d) for d in dims.split(",")])
+  if perm:
+    ids = ids.transpose([int(p) for p in perm.split(",")])
+  return ids.reshape([int(d) for d in shape.split(",")]).tolist()
+
+
+def collectives(hlo_text: str, devices: int | None = None, local_devices: int = 0) -> list[dict]:
+  """[{op, dtype, shape, bytes, group, when, axis}] for each collective of an optimized HLO module:
+  `group` = devices per replica group, `when` = 'sync' inside a conditional's branch (momentum sync runs
+  on sync steps only) else 'every', `axis` = 'local' when a group stays within a node of
+  `local_devices` consecutive devices, 'node' when it holds one device of each node, else 'all' (and
+  'data' on a flat mesh)."""
+  comps, entry = _computations(hlo_text)
+  out, seen = [], set()
+
+  def visit(name, in_branch):
+    if (name, in_branch) in seen or name not in comps:
+      return
+    seen.add((name, in_branch))
+    for line in comps[name]:
+      for m in _BRANCHES.finditer(line):
+        for child in re.findall(r"%?([\w.\-]+)", m.group(1) or m.group(2)):
+          visit(child, True)
+      for child in _CALLS.findall(line):
+        visit(child, in_branch)
+      m = _OP.search(line)
+      if not m:
         continue
-      shape = [int(d) for d in dims.split(",") if d]
-      out.append({"op": m.group(2), "dtype": dtype, "shape": shape,
-                  "bytes": math.prod(shape) * DTYPE_BYTES[dtype]})
+      groups = replica_groups(line, devices or 1)
+      axis = "data"
+      if local_devices:
+        nodes = [{d // local_devices for d in g} for g in groups]
+        if all(len(x) == 1 for x in nodes):
+          axis = "local"
+        elif all(len(x) == len(g) and len({d % local_devices for d in g}) == 1 for x, g in zip(nodes, groups)):
+          axis = "node"
+        else:
+          axis = "all"
+      shapes = _SHAPE.findall(m.group(1))
+      if m.group(3) and m.group(2) != "all-reduce":  # async start ops list (operand, result): keep the result
+        shapes = shapes[-1:]
+      for dtype, dims in shapes:
+        if dtype not in DTYPE_BYTES:
+          continue
+        shape = [int(d) for d in dims.split(",") if d]
+        out.append({"op": m.group(2), "dtype": dtype, "shape": shape, "bytes": math.prod(shape) * DTYPE_BYTES[dtype],
+                    "group": len(groups[0]), "when": "sync" if in_branch else "every", "axis": axis})
+
+  visit(entry, False)
   return out
 
 
@@ -54,15 +118,23 @@ def sent_bytes(op: str, buffer: int, n: int) -> float:
   return (2 if op == "all-reduce" else 1) * (n - 1) / n * buffer
 
 
-def comm_seconds(ops: list[dict], n: int, bandwidth: float, latency: float) -> float:
-  """Latency + bytes / bandwidth. Collectives of one kind and dtype are charged latency once: XLA on GPU
-  and TPU combines them (XLA:CPU, which compiled the program, leaves per-tensor all-reduces apart)."""
-  total, kinds = 0.0, set()
-  for o in ops:
-    if (o["op"], o["dtype"]) not in kinds:
-      kinds.add((o["op"], o["dtype"]))
-      total += (2 * (n - 1) if o["op"] == "all-reduce" else (n - 1)) * latency
-    total += sent_bytes(o["op"], o["bytes"], n) / bandwidth
+def comm_seconds(ops: list[dict], n: int, bandwidth: float, latency: float, momentum_sync: str = "",
+                 steps: int = 1) -> float:
+  """Latency + bytes / bandwidth per step, sync-step collectives weighted by how often the schedule
+  syncs in `steps` steps. Collectives of one kind and dtype are charged latency once: XLA on GPU and TPU
+  combines them (XLA:CPU, which compiled the program, leaves per-tensor all-reduces apart)."""
+  from fractalpre.parallel import momentum_sync_steps
+  share = len(momentum_sync_steps(momentum_sync, steps)) / steps if momentum_sync else 0.0
+  total = 0.0
+  for when, weight in (("every", 1.0), ("sync", share)):
+    kinds = set()
+    for o in ops:
+      if o["when"] != when or not weight:
+        continue
+      if (o["op"], o["dtype"]) not in kinds:
+        kinds.add((o["op"], o["dtype"]))
+        total += weight * (2 * (n - 1) if o["op"] == "all-reduce" else (n - 1)) * latency
+      total += weight * sent_bytes(o["op"], o["bytes"], n) / bandwidth
   return total
 
 
@@ -78,48 +150,106 @@ def compute_seconds(model: str, batch_per_device: int = 64, tokens: int = 197, f
   return 6 * PARAMS[model] * tokens * batch_per_device / flops
 
 
-def compiled_ops(model_name: str, comm: str, image_size: int = 224) -> list[dict]:
-  """The collectives of the trainer's compiled step for `comm` ('allreduce' = fp32 Lion)."""
+def step_config(model: str, comm: str, image_size: int = 224, momentum_sync: str = "", hierarchy: str = "flat",
+                local_devices: int = 0, batch_per_device: int = 1):
+  """The trainer config of the step the ledger compiles and the wire harness runs."""
+  import ml_collections
+  import jax
+  return ml_collections.ConfigDict(dict(
+      optim=dict(optimizer="lion", lr=1e-4, weight_decay=0.1, warmup_steps=0), total_steps=1000, seed=0,
+      lion=dict(comm=comm, momentum_sync=momentum_sync, sync_pattern="", hierarchy=hierarchy,
+                local_devices=local_devices),
+      model=dict(name=model), precision="fp32", image_size=image_size,
+      batch_size=batch_per_device * jax.device_count()))
+
+
+def build_step(config, num_classes: int = 1000, mesh=None):
+  """(state, jitted step, abstract batch) of the trainer for a `step_config` (on all devices by default)."""
   import jax
   import jax.numpy as jnp
-  import ml_collections
 
   from fractalpre import classification, trainer
-  n = jax.device_count()
-  config = ml_collections.ConfigDict(dict(
-      optim=dict(optimizer="lion", lr=1e-4, weight_decay=0.1, warmup_steps=0), total_steps=10, seed=0,
-      lion=dict(comm=comm, momentum_sync="", sync_pattern=""), model=dict(name=model_name), precision="fp32",
-      image_size=image_size))
-  model = classification.model_from_config(config, 1000)
-  state, _, step = trainer.build(config, trainer.make_mesh(), model, (1, image_size, image_size, 3),
+  size = config.image_size
+  model = classification.model_from_config(config, num_classes)
+  state, _, step = trainer.build(config, mesh or trainer.make_mesh(), model, (1, size, size, 3),
                                  classification.classification_loss)
-  batch = {"image": jax.ShapeDtypeStruct((n, image_size, image_size, 3), jnp.float32),
-           "label": jax.ShapeDtypeStruct((n, 1000), jnp.float32)}
-  return collectives(step.lower(state, batch).compile().as_text())
+  batch = {"image": jax.ShapeDtypeStruct((config.batch_size, size, size, 3), jnp.float32),
+           "label": jax.ShapeDtypeStruct((config.batch_size, num_classes), jnp.float32)}
+  return state, step, batch
 
 
-def ledger(model_name: str, comms, devices: int, image_size: int = 224) -> dict:
+def compiled_ops(config) -> list[dict]:
+  """The collectives of the trainer's compiled step for a `step_config`."""
+  import jax
+  state, step, batch = build_step(config)
+  local = config.lion.local_devices if config.lion.hierarchy == "node" else 0
+  return collectives(step.lower(state, batch).compile().as_text(), jax.device_count(), local)
+
+
+def step_bytes(ops: list[dict]) -> dict:
+  """Bytes one device sends on a non-sync and on a sync step, in all and per mesh axis."""
+  out = {"every": 0.0, "sync": 0.0, "axes": {}}
+  for o in ops:
+    sent = sent_bytes(o["op"], o["bytes"], o["group"])
+    axis = out["axes"].setdefault(o["axis"], {"every": 0.0, "sync": 0.0})
+    for when in ("every", "sync") if o["when"] == "every" else ("sync",):
+      out[when] += sent
+      axis[when] += sent
+  return out
+
+
+def mean_bytes(row: dict, momentum_sync: str, steps: int) -> float:
+  """Bytes per step averaged over `steps` steps of the momentum-sync schedule."""
+  from fractalpre.parallel import momentum_sync_steps
+  syncs = len(momentum_sync_steps(momentum_sync, steps))
+  return ((steps - syncs) * row["every"] + syncs * row["sync"]) / steps
+
+
+def ledger(model_name: str, comms, image_size: int = 224, momentum_sync: str = "", hierarchy: str = "flat",
+           local_devices: int = 0, steps: int = 1000) -> dict:
   rows = {}
   for comm in comms:
-    ops = compiled_ops(model_name, comm, image_size)
-    rows[comm] = {"ops": ops, "sent_bytes": sum(sent_bytes(o["op"], o["bytes"], devices) for o in ops)}
+    sync = "" if comm == "allreduce" else momentum_sync
+    ops = compiled_ops(step_config(model_name, comm, image_size, sync, hierarchy, local_devices))
+    row = {"ops": ops, **step_bytes(ops)}
+    row["sent_bytes"] = mean_bytes(row, sync, steps)
+    rows[comm] = row
   return rows
+
+
+def _axis_text(row):
+  if set(row["axes"]) == {"data"}:
+    return ""
+  return " (" + ", ".join(f"{a} {v['every'] / 1e6:.2f}" for a, v in sorted(row["axes"].items())) + ")"
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--model", default="vit_ti16", choices=tuple(PARAMS) + ("vit_cpu",))
-  parser.add_argument("--devices", type=int, default=8)
-  parser.add_argument("--image_size", type=int, default=224)
-  parser.add_argument("--json", action="store_true")
+  parser.add_argument("--model", default="vit_ti16", help="model registry name (default: %(default)s)")
+  parser.add_argument("--devices", type=int, default=8, help="CPU devices to compile for (default: %(default)s)")
+  parser.add_argument("--image-size", type=int, default=224, help="input size in pixels (default: %(default)s)")
+  parser.add_argument("--momentum-sync", default="", help="'every:K' or 'exp:K' for the vote modes (default: none)")
+  parser.add_argument("--steps", type=int, default=1000, help="run length the sync bytes are averaged over "
+                      "(default: %(default)s)")
+  parser.add_argument("--hierarchy", default="flat", help="'flat' or 'node' (default: %(default)s)")
+  parser.add_argument("--local-devices", type=int, default=0, help="devices per node for --hierarchy node")
+  parser.add_argument("--json", action="store_true", help="print the rows as JSON")
   args = parser.parse_args(argv)
   if args.devices < 2:
     parser.error(f"--devices must be >= 2, got {args.devices}")
+  if args.steps < 1:
+    parser.error(f"--steps must be >= 1, got {args.steps}")
   import jax
   jax.config.update("jax_num_cpu_devices", args.devices)
   jax.config.update("jax_platforms", "cpu")
+  from fractalpre import fileio
   from fractalpre.parallel.lion import COMMS
-  rows = ledger(args.model, COMMS, args.devices, args.image_size)
+  try:
+    with fileio.usage_errors("lion_ledger.py: error: "):
+      rows = ledger(args.model, COMMS, args.image_size, args.momentum_sync, args.hierarchy, args.local_devices,
+                    args.steps)
+  except fileio.UsageError as e:
+    parser.exit(2, f"{e}\n")
   base = rows["allreduce"]["sent_bytes"]
   predictions = {}
   for comm, row in rows.items():
@@ -127,19 +257,25 @@ def main(argv=None):
       for link, (bw, lat) in LINKS.items():
         if not feasible(comm, n):
           continue
-        comm_s = comm_seconds(row["ops"], n, bw, lat)
+        comm_s = comm_seconds(row["ops"], n, bw, lat, args.momentum_sync, args.steps)
         compute = compute_seconds(args.model) if args.model in PARAMS else 0.0
         predictions.setdefault(comm, []).append({"devices": n, "link": link, "comm_ms": 1e3 * comm_s,
                                                  "step_ms": 1e3 * (compute + comm_s)})
   if args.json:
     print(json.dumps({"model": args.model, "devices": args.devices, "rows": rows, "predictions": predictions}))
     return 0
-  print(f"# {args.model}: bytes each device sends per step, from the compiled program on {args.devices} devices")
-  print("| comm | collectives (op dtype[shape]) | sent MB | vs fp32 all-reduce |\n|---|---|---:|---:|")
+  sync = f", momentum sync {args.momentum_sync} averaged over {args.steps} steps" if args.momentum_sync else ""
+  print(f"# {args.model}: bytes each device sends per step, from the compiled program on {args.devices} devices{sync}")
+  print("| comm | collectives (op dtype[shape]) | non-sync step MB | sync step MB | mean MB / step | vs fp32 all-reduce |")
+  print("|---|---|---:|---:|---:|---:|")
   for comm, row in rows.items():
-    ops = ", ".join(f"{o['op']} {o['dtype']}[{','.join(map(str, o['shape']))}]" for o in row["ops"][:4])
-    more = f" (+{len(row['ops']) - 4})" if len(row["ops"]) > 4 else ""
-    print(f"| {comm} | {ops}{more} | {row['sent_bytes'] / 1e6:.2f} | {base / max(row['sent_bytes'], 1):.1f}x |")
+    every = [o for o in row["ops"] if o["when"] == "every"]
+    ops = ", ".join(f"{o['op']} {o['dtype']}[{','.join(map(str, o['shape']))}]" for o in every[:4])
+    more = f" (+{len(every) - 4})" if len(every) > 4 else ""
+    synced = sum(o["when"] == "sync" for o in row["ops"])
+    ops += f"; on sync steps {synced} more" if synced else ""
+    print(f"| {comm} | {ops}{more} | {row['every'] / 1e6:.3f}{_axis_text(row)} | {row['sync'] / 1e6:.3f} | "
+          f"{row['sent_bytes'] / 1e6:.3f} | {base / max(row['sent_bytes'], 1):.1f}x |")
   if args.model in PARAMS:
     print(f"\n# predicted step time (ms): assumed compute {1e3 * compute_seconds(args.model):.1f} ms "
           f"+ communication, no overlap")

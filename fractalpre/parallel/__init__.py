@@ -1,4 +1,5 @@
-"""Communication-compressed data parallelism: sign-compressed Lion (the byte ledger is scripts/lion_ledger.py)."""
-from fractalpre.parallel.lion import COMMS, DistributedLionState, distributed_lion, momentum_sync_steps
+"""Communication-compressed data parallelism: Lion whose data-parallel step votes on signs
+(`fractalpre.parallel.lion`; the byte ledger is scripts/lion_ledger.py)."""
+from fractalpre.parallel.lion import COMMS, HIERARCHIES, LionState, Transport, momentum_sync_steps, step_mesh, transport
 
-__all__ = ["COMMS", "DistributedLionState", "distributed_lion", "momentum_sync_steps"]
+__all__ = ["COMMS", "HIERARCHIES", "LionState", "Transport", "momentum_sync_steps", "step_mesh", "transport"]

@@ -1,5 +1,5 @@
 """A small data-parallel run for comparing comm modes: a one-hidden-layer MLP on scikit-learn's digits,
-trained with `distributed_lion` under `jax.shard_map`, each device on its own shard of every batch."""
+trained with compressed `lion` under `jax.shard_map`, each device on its own shard of every batch."""
 from __future__ import annotations
 
 import jax
@@ -8,7 +8,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fractalpre.parallel.lion import distributed_lion
+from fractalpre.parallel import lion
 
 
 def _digits():
@@ -28,12 +28,12 @@ def train_digits(comm: str, momentum_sync=None, steps: int = 200, lr: float = 1e
   """Trains and returns {'losses': per-step mean train loss, 'final': loss on all 1797 digits}."""
   devices = devices or jax.devices()
   n = len(devices)
-  mesh = jax.make_mesh((n,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+  mesh = lion.step_mesh(devices)
   x, y = _digits()
   rng = np.random.default_rng(seed)
   params = {"w1": rng.normal(0, 1 / 8, (64, hidden)).astype(np.float32), "b1": np.zeros(hidden, np.float32),
             "w2": rng.normal(0, 1 / np.sqrt(hidden), (hidden, 10)).astype(np.float32), "b2": np.zeros(10, np.float32)}
-  tx = distributed_lion(lr, comm=comm, momentum_sync=momentum_sync, mesh=mesh)
+  tx = lion.lion(lr, transport=lion.transport(comm, mesh, momentum_sync))
   opt_state = jax.tree.map(lambda a: jnp.broadcast_to(a, (n,) + a.shape), tx.init(params))
 
   def local(params, opt_state, xb, yb):

@@ -1,11 +1,16 @@
-"""Lion whose data-parallel step sends signs instead of fp32 gradients (Lion Cub / Distributed Lion).
+"""Lion, one optimizer with two transports: plain (the gradients averaged, as `optax.lion` would see
+them) or Lion Cub / Distributed Lion (each device keeps its own momentum and the devices agree on the
+update's sign by a compressed vote; Ishikawa et al. 2024, Liu et al. 2024).
 
-`distributed_lion` is an optax GradientTransformation meant to run inside `jax.shard_map` over a data
-axis: each device holds its own gradient and its own momentum, computes c_i = b1 m_i + (1 - b1) g_i,
-and the devices agree on the update direction u through one of these collectives (Lion Cub, Ishikawa et
-al. 2024; Distributed Lion, Liu et al. 2024):
+`lion()` is optax's Lion composed of the same pieces for both transports:
 
-  allreduce   fp32 gradients averaged (ordinary Lion; every momentum equal)       ~ 8 P bytes / device
+  [mean_gradients: pmean over the data axes] -> [clip_by_global_norm] -> scale_by_lion(transport)
+    -> add_decayed_weights(weight_decay, mask) -> scale_by_learning_rate
+
+and `scale_by_lion` differs between them in one line: the sign of c = (1 - b1) g + b1 m is taken locally
+(plain) or voted (compressed). The vote, run inside `jax.shard_map`, sends per step:
+
+  allreduce   fp32 gradients averaged (plain Lion; every momentum equal)          ~ 8 P bytes / device
   mavo_int8   sign(c_i) as int8, summed by an s8 all-reduce; u = sign(sum)        ~ 2 P        (n <= 127)
   mavo_4bit   bits (c_i > 0) in 4-bit fields, two per byte, uint8 all-reduce       ~ P          (n <= 15)
   mavo_1bit   bits packed 8 per byte; all-to-all so each device votes on 1/n of the
@@ -19,9 +24,14 @@ steps and -1 on odd ones. Exact zeros: the int8 modes send 0; the bit modes cann
 step's tie-break bit. Unlike the authors we do not mask the update where a device's own c_i is 0: the
 devices' zeros differ (a pixel that is blank in one device's batch only), and a local mask let the
 replicated parameters drift apart (the two-process test caught it). u is a function of the vote alone, so
-every replica applies the same update. Momentum is local;
-it can be averaged (fp32 all-reduce) every k steps or at T_{j+1} = T_j + 2^(j/k), for all parameters or
-those whose path matches a regular expression.
+every replica applies the same update.
+
+Momentum is local to each device. It can be averaged (an fp32 all-reduce) every k steps or at
+T_{j+1} = T_j + 2^(j/k), for all parameters or those whose path matches a regular expression; the
+average sits in a `lax.cond` on the step count (the same on every device), so it costs bytes on sync
+steps only. Hierarchical mode (`hierarchy='node'`): on a (`node`, `local`) mesh the gradients are
+averaged exactly within a node, each device of a node votes across the nodes on its 1/local share of the
+vector, and the node's devices all-gather the packed result; only the vote crosses the nodes' link.
 """
 from __future__ import annotations
 
@@ -35,11 +45,13 @@ import numpy as np
 import optax
 
 COMMS = ("allreduce", "mavo_int8", "mavo_1bit", "mavo_4bit", "l1_int8", "l0_int8", "linf_int8")
+HIERARCHIES = ("flat", "node")
+INT8_COMMS = ("mavo_int8", "l1_int8", "l0_int8", "linf_int8")
 
 
-class DistributedLionState(NamedTuple):
+class LionState(NamedTuple):
   count: jnp.ndarray  # steps taken (int32)
-  mu: Any  # this device's momentum
+  mu: Any  # the momentum (this device's, under a compressed transport)
   sync_j: jnp.ndarray  # index j of the next exponential-schedule sync (int32)
 
 
@@ -74,6 +86,72 @@ def momentum_sync_steps(spec, last_step: int) -> list[int]:
       steps.append(s)
     j += 1
   return steps
+
+
+# ----------------------------------------------------------------------------------------- transport
+class Transport(NamedTuple):
+  """How the devices agree on the update: `comm`, the mesh axes of the data-parallel devices (`axes`),
+  the axis the vote crosses and its size, the within-node axis of the hierarchical mode (or None), and
+  the momentum sync."""
+  comm: str
+  axes: tuple[str, ...]
+  vote_axis: str
+  voters: int
+  local_axis: str | None
+  local_size: int
+  sync: tuple[str, int] | None
+  sync_pattern: str | None
+
+  @property
+  def mean_axes(self) -> tuple[str, ...]:
+    """Axes over which the gradients are averaged exactly before Lion sees them."""
+    if self.comm == "allreduce":
+      return self.axes
+    return (self.local_axis,) if self.local_axis else ()
+
+
+def step_mesh(devices, hierarchy: str = "flat", local_devices: int = 0) -> jax.sharding.Mesh:
+  """The mesh a compressed step runs on: 1-D `data`, or (`node`, `local`) with `local_devices` per node
+  (consecutive devices, which `jax.devices()` orders by process, make a node)."""
+  devices = np.asarray(devices).reshape(-1)
+  if hierarchy not in HIERARCHIES:
+    raise ValueError(f"lion.hierarchy must be one of {HIERARCHIES}, got {hierarchy!r}")
+  if hierarchy == "flat":
+    return jax.sharding.Mesh(devices, ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  n = devices.size
+  if local_devices < 1 or n % local_devices or local_devices == n:
+    raise ValueError(f"lion.local_devices must divide the {n} devices into at least two nodes, got {local_devices}")
+  return jax.sharding.Mesh(devices.reshape(n // local_devices, local_devices), ("node", "local"),
+                           axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def transport(comm: str, mesh: jax.sharding.Mesh, momentum_sync=None, sync_pattern: str | None = None) -> Transport:
+  """A compressed transport on `mesh` (from `step_mesh`); refuses what the mesh cannot do exactly:
+  int8 sums need at most 127 voters, 4-bit fields at most 15."""
+  if comm not in COMMS:
+    raise ValueError(f"lion.comm must be one of {COMMS}, got {comm!r}")
+  axes = tuple(mesh.axis_names)
+  if axes not in (("data",), ("node", "local")):
+    raise ValueError(f"compressed Lion runs on a ('data',) or ('node', 'local') mesh, got {axes}")
+  vote_axis = axes[0]
+  n = mesh.shape[vote_axis]
+  if comm in INT8_COMMS and n > 127:
+    raise ValueError(f"lion.comm={comm!r} sums int8 values over {n} voters, which overflows beyond 127; use mavo_1bit")
+  if comm == "mavo_4bit" and n > 15:
+    raise ValueError(f"lion.comm='mavo_4bit' counts votes in 4-bit fields, exact for at most 15 voters, got {n}")
+  sync = parse_momentum_sync(momentum_sync)
+  if sync is not None and comm == "allreduce":
+    raise ValueError("lion.momentum_sync does nothing with comm='allreduce' (the momenta are equal); leave it empty")
+  if sync_pattern:
+    re.compile(sync_pattern)
+  local = axes[1] if len(axes) == 2 else None
+  return Transport(comm, axes, vote_axis, n, local, mesh.shape[local] if local else 1, sync, sync_pattern or None)
+
+
+def mean_gradients(axes: tuple[str, ...]) -> optax.GradientTransformation:
+  """Averages the gradients over mesh axes (inside `jax.shard_map`)."""
+  return optax.GradientTransformation(lambda params: optax.EmptyState(),
+                                      lambda grads, state, params=None: (jax.lax.pmean(grads, axes), state))
 
 
 # ----------------------------------------------------------------------------------------- bits
@@ -111,23 +189,29 @@ def _vote_sum(total, count):
   return jnp.where(total > 0, 1, jnp.where(total < 0, -1, tie_break(count)))
 
 
+def contribution(c: jnp.ndarray, comm: str, n: int, count, segments=None) -> jnp.ndarray:
+  """What one voter sends for a flat fp32 vector c: int8 votes or quantised values, or booleans (c > 0)
+  for the bit modes. The l*_int8 modes scale each segment (tensor) of c on its own."""
+  if comm == "mavo_int8":
+    return jnp.sign(c).astype(jnp.int8)
+  if comm in INT8_COMMS:
+    parts = jnp.split(c, np.cumsum(segments)[:-1]) if segments else [c]
+    return jnp.concatenate([quantize(part, n, comm.split("_")[0]) for part in parts])
+  return jnp.where(c == 0, tie_break(count) > 0, c > 0)
+
+
+def combine(x: jnp.ndarray, comm: str, axis_name: str, n: int, count) -> jnp.ndarray:
+  """The agreed direction (int32, +-1, the same on every voter) from every voter's `contribution`."""
+  if comm in INT8_COMMS:
+    return _vote_sum(jax.lax.psum(x, axis_name).astype(jnp.int32), count)  # one s8 all-reduce
+  if comm == "mavo_4bit":
+    return _vote_sum(2 * _count_4bit(x, axis_name) - n, count)
+  return _vote_1bit(x, axis_name, n, count)
+
+
 def vote(c: jnp.ndarray, comm: str, axis_name: str, n: int, count, segments=None) -> jnp.ndarray:
-  """The agreed update direction (int32, +-1; the same on every device) for one flat fp32 vector c.
-  The l*_int8 modes scale each segment (tensor) of c on its own; `segments` lists their sizes."""
-  if comm in ("mavo_int8", "l1_int8", "l0_int8", "linf_int8"):
-    if comm == "mavo_int8":
-      q = jnp.sign(c).astype(jnp.int8)
-    else:
-      parts = jnp.split(c, np.cumsum(segments)[:-1]) if segments else [c]
-      q = jnp.concatenate([quantize(part, n, comm.split("_")[0]) for part in parts])
-    u = _vote_sum(jax.lax.psum(q, axis_name).astype(jnp.int32), count)  # one s8 all-reduce
-  else:
-    positive = jnp.where(c == 0, tie_break(count) > 0, c > 0)
-    if comm == "mavo_4bit":
-      u = _vote_sum(2 * _count_4bit(positive, axis_name) - n, count)
-    else:
-      u = _vote_1bit(positive, axis_name, n, count)
-  return u
+  """The agreed update direction of n voters along `axis_name` for one flat fp32 vector c."""
+  return combine(contribution(c, comm, n, count, segments), comm, axis_name, n, count)
 
 
 def _count_4bit(positive, axis_name):
@@ -155,74 +239,42 @@ def _vote_1bit(positive, axis_name, n, count):
   return jnp.where(u_bits, 1, -1)
 
 
-# ----------------------------------------------------------------------------------------- optimizer
-def distributed_lion(learning_rate, b1: float = 0.9, b2: float = 0.99, weight_decay: float = 0.0,
-                     comm: str = "mavo_1bit", axis_name: str = "data", momentum_sync=None,
-                     sync_pattern: str | None = None, mesh: jax.sharding.Mesh | None = None,
-                     num_devices: int | None = None) -> optax.GradientTransformation:
-  """Lion for `jax.shard_map` over `axis_name` with compressed sign collectives (see the module doc).
+def _voted_direction(c_tree, t: Transport, count):
+  """sign(c) agreed by the transport's vote, as a tree like c: one flat vector, one collective per step."""
+  leaves, tree = jax.tree.flatten(c_tree)
+  sizes = [x.size for x in leaves]
+  flat = jnp.concatenate([x.ravel().astype(jnp.float32) for x in leaves])
+  sent = contribution(flat, t.comm, t.voters, count, sizes)
+  if t.local_axis is None:
+    u = combine(sent, t.comm, t.vote_axis, t.voters, count)
+  else:  # each device of a node votes on its share; the node gathers the packed result on its fast link
+    share = math.ceil(flat.size / (8 * t.local_size)) * 8
+    sent = jnp.pad(sent, (0, share * t.local_size - flat.size))
+    mine = jax.lax.dynamic_slice(sent, (jax.lax.axis_index(t.local_axis) * share,), (share,))
+    decided = combine(mine, t.comm, t.vote_axis, t.voters, count) > 0
+    gathered = jax.lax.all_gather(pack_bits(decided), t.local_axis, tiled=True)
+    u = jnp.where(unpack_bits(gathered, share * t.local_size)[:flat.size], 1, -1)
+  parts = jnp.split(u, np.cumsum(sizes)[:-1])
+  return jax.tree.unflatten(tree, [p.reshape(x.shape).astype(x.dtype) for p, x in zip(parts, leaves)])
 
-  `mesh` (or `num_devices`) fixes the device count, which decides whether a mode's arithmetic holds:
-  int8 sums need n <= 127, 4-bit fields n <= 15, l*_int8 need s = floor(127/n) >= 1. `momentum_sync`:
-  None, 'every:K' or 'exp:K'; `sync_pattern` restricts it to parameters whose path matches.
-  """
-  if comm not in COMMS:
-    raise ValueError(f"comm must be one of {COMMS}, got {comm!r}")
-  if mesh is not None:
-    if axis_name not in mesh.axis_names:
-      raise ValueError(f"axis_name {axis_name!r} is not an axis of the mesh {tuple(mesh.axis_names)}")
-    num_devices = mesh.shape[axis_name]
-  n = num_devices or jax.device_count()
-  if comm in ("mavo_int8", "l1_int8", "l0_int8", "linf_int8") and n > 127:
-    raise ValueError(f"comm={comm!r} sums int8 values over {n} devices, which overflows beyond 127; use mavo_1bit")
-  if comm == "mavo_4bit" and n > 15:
-    raise ValueError(f"comm='mavo_4bit' counts votes in 4-bit fields, exact for at most 15 devices, got {n}")
-  sync = parse_momentum_sync(momentum_sync)
-  pattern = re.compile(sync_pattern) if sync_pattern else None
-  schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
 
-  def init_fn(params):
-    return DistributedLionState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params),
-                                jnp.ones((), jnp.int32))
-
-  def update_fn(grads, state, params=None):
-    count = state.count
-    if comm == "allreduce":
-      grads = jax.lax.pmean(grads, axis_name)
-    c = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
-    if comm == "allreduce":
-      u = jax.tree.map(lambda x: jnp.sign(x), c)
-    else:
-      leaves, tree = jax.tree.flatten(c)  # one flat vector: one collective per step, not one per tensor
-      sizes = [x.size for x in leaves]
-      flat = jnp.concatenate([x.ravel().astype(jnp.float32) for x in leaves])
-      parts = jnp.split(vote(flat, comm, axis_name, n, count, sizes), np.cumsum(sizes)[:-1])
-      u = jax.tree.unflatten(tree, [p.reshape(x.shape).astype(x.dtype) for p, x in zip(parts, leaves)])
-    lr = schedule(count)
-    if weight_decay and params is not None:
-      updates = jax.tree.map(lambda d, p: -lr * (d + weight_decay * p), u, params)
-    else:
-      updates = jax.tree.map(lambda d: -lr * d, u)
-    mu = jax.tree.map(lambda m, g: b2 * m + (1 - b2) * g, state.mu, grads)
-    step = count + 1
-    sync_j = state.sync_j
-    if sync is not None:
-      kind, k = sync
-      if kind == "every":
-        due = step % k == 0
-      else:
-        due = step == _exp_step(sync_j, k)
-        sync_j = jnp.where(due, _next_j(sync_j, k, step), sync_j)
-
-      def average(path, m):
-        if pattern is not None and not pattern.search(jax.tree_util.keystr(path)):
-          return m
-        return jnp.where(due, jax.lax.pmean(m, axis_name), m)
-
-      mu = jax.tree_util.tree_map_with_path(average, mu)
-    return updates, DistributedLionState(step, mu, sync_j)
-
-  return optax.GradientTransformation(init_fn, update_fn)
+def _synced_momentum(mu, state_sync_j, step, t: Transport):
+  """The momentum averaged over the voters on the schedule's steps, inside a `lax.cond`: the all-reduce
+  runs (and sends bytes) on sync steps only."""
+  kind, k = t.sync
+  if kind == "every":
+    due, sync_j = step % k == 0, state_sync_j
+  else:
+    due = step == _exp_step(state_sync_j, k)
+    sync_j = jnp.where(due, _next_j(state_sync_j, k, step), state_sync_j)
+  pattern = re.compile(t.sync_pattern) if t.sync_pattern else None
+  leaves, tree = jax.tree_util.tree_flatten_with_path(mu)
+  chosen = [i for i, (path, _) in enumerate(leaves) if pattern is None or pattern.search(jax.tree_util.keystr(path))]
+  values = [leaf for _, leaf in leaves]
+  averaged = jax.lax.cond(due, lambda xs: jax.lax.pmean(xs, t.vote_axis), lambda xs: xs, [values[i] for i in chosen])
+  for i, value in zip(chosen, averaged):
+    values[i] = value
+  return jax.tree.unflatten(tree, values), sync_j
 
 
 def _next_j(j, k, step):
@@ -230,3 +282,38 @@ def _next_j(j, k, step):
   def cond(jj):
     return _exp_step(jj, k) <= step
   return jax.lax.while_loop(cond, lambda jj: jj + 1, j + 1)
+
+
+# ----------------------------------------------------------------------------------------- optimizer
+def scale_by_lion(b1: float = 0.9, b2: float = 0.99, mu_dtype=None, transport: Transport | None = None) -> optax.GradientTransformation:
+  """Lion's direction sign((1 - b1) g + b1 m) and its momentum m <- (1 - b2) g + b2 m, as in
+  `optax.scale_by_lion`; under a compressed `transport` the sign is voted and the momentum synced."""
+  voted = transport is not None and transport.comm != "allreduce"
+
+  def init_fn(params):
+    return LionState(jnp.zeros((), jnp.int32), optax.tree.zeros_like(params, dtype=mu_dtype), jnp.ones((), jnp.int32))
+
+  def update_fn(grads, state, params=None):
+    del params
+    c = jax.tree.map(lambda g, m: (1.0 - b1) * g + b1 * m, grads, state.mu)
+    u = _voted_direction(c, transport, state.count) if voted else jax.tree.map(jnp.sign, c)
+    mu = optax.tree.cast(optax.tree.update_moment(grads, state.mu, b2, 1), mu_dtype)
+    step, sync_j = state.count + 1, state.sync_j
+    if voted and transport.sync is not None:
+      mu, sync_j = _synced_momentum(mu, sync_j, step, transport)
+    return u, LionState(step, mu, sync_j)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def lion(learning_rate, b1: float = 0.9, b2: float = 0.99, weight_decay: float = 0.0, mask=None, mu_dtype=None,
+         grad_clip_norm: float = 0.0, transport: Transport | None = None) -> optax.GradientTransformation:
+  """Lion (Chen et al. 2023) with either transport (see the module doc). `grad_clip_norm` clips the
+  averaged gradient under `allreduce` (as plain Lion does) and each device's own gradient under a vote,
+  where no averaged gradient exists."""
+  parts = [mean_gradients(transport.mean_axes)] if transport is not None and transport.mean_axes else []
+  if grad_clip_norm:
+    parts.append(optax.clip_by_global_norm(grad_clip_norm))
+  parts += [scale_by_lion(b1, b2, mu_dtype, transport), optax.add_decayed_weights(weight_decay, mask),
+            optax.scale_by_learning_rate(learning_rate)]
+  return optax.chain(*parts)

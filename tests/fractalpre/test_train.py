@@ -149,12 +149,13 @@ def test_unknown_config_key_names_near_matches(tmp_path):
   assert result.stderr.strip() == "fractalpre.train: error: unknown config key 'totl_steps'; did you mean total_steps?"
 
 
-@pytest.mark.parametrize("comm", ["mavo_1bit", "l1_int8"])
-def test_compressed_lion_trains_and_restores_per_device_momenta_exactly(tmp_path, comm):
+@pytest.mark.parametrize("comm,hierarchy", [("mavo_1bit", "flat"), ("l1_int8", "node")])
+def test_compressed_lion_trains_and_restores_per_device_momenta_exactly(tmp_path, comm, hierarchy):
   overrides = {"optim.optimizer": "lion", "optim.lr": 1e-3, "total_steps": 4, "checkpoint_every": 2}
   def config():
     c = tiny_config(**overrides)
-    c.lion = ml_collections.ConfigDict(dict(comm=comm, momentum_sync="every:3", sync_pattern=""))
+    c.lion = ml_collections.ConfigDict(dict(comm=comm, momentum_sync="every:3", sync_pattern="",
+                                            hierarchy=hierarchy, local_devices=2))
     return c
   classification.train_and_evaluate(config(), tmp_path / "whole", progress=False)
   run = tmp_path / "resumed"
@@ -168,8 +169,14 @@ def test_compressed_lion_trains_and_restores_per_device_momenta_exactly(tmp_path
   import orbax.checkpoint as ocp
   restored = ocp.CheckpointManager((run / "checkpoints").absolute(), item_names=("state", "data")).restore(
       4, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  mu = restored["state"]["opt_state"]["mu"]["head"]["kernel"]
-  assert mu.shape[0] == 8 and not np.allclose(mu[0], mu[1])  # per-device momenta, not yet synced at step 4
+  lion_state = next(s for s in restored["state"]["opt_state"] if isinstance(s, dict) and "mu" in s)
+  mu = lion_state["mu"]["head"]["kernel"]
+  assert mu.shape[0] == 8
+  if hierarchy == "flat":
+    assert not np.allclose(mu[0], mu[1])  # per-device momenta, not yet synced at step 4
+  else:  # one momentum per node of 2 devices
+    np.testing.assert_array_equal(mu[0], mu[1])
+    assert not np.allclose(mu[0], mu[2])
 
 
 def test_bf16_run_tracks_the_fp32_run(tmp_path):

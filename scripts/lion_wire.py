@@ -1,0 +1,370 @@
+"""Lion Cub on a real link: bytes on the wire and step times, measured with real processes.
+
+  sudo python scripts/lion_wire.py --processes 2 [--rate 1gbit] [--comms allreduce,mavo_1bit]
+      [--momentum-sync every:2] [--hierarchy node --local-devices 2] [--json]
+
+Starts `--processes` processes, one CPU device each (`jax.distributed`, gloo collectives over TCP), each
+in its own network namespace (or, with `--hierarchy node`, `--local-devices` of them per namespace: a
+"node"), all joined by a bridge, so every byte a node sends to another crosses its one interface `eth0`.
+Each process runs the trainer's compiled step (`lion_ledger.step_config`) on a constant batch and reads
+its namespace's kernel byte counters (/sys/class/net/eth0/statistics) around every step. The bytes are
+put next to the ledger's prediction, parsed from that same compiled program, for non-sync and sync steps
+of the momentum schedule. `--rate` shapes each node's egress with `tc tbf`; then the step times are put
+next to the cost model's, computed from the measured compute time (the same step on one device, no
+collective, run by all processes at once), the measured framing overhead and the measured latency.
+Needs root (network namespaces).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PREFIX = "fpw"
+SUBNET = "10.231.0"
+PORT = 47611
+
+
+# ----------------------------------------------------------------------------------------- network
+def _ip(*args, ns=None):
+  cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+  result = subprocess.run(cmd, capture_output=True, text=True)
+  if result.returncode:
+    raise RuntimeError(f"{' '.join(cmd)}: {result.stderr.strip()}")
+  return result.stdout
+
+
+def namespaces_usable() -> str | None:
+  """None when this process may create network namespaces, else why not."""
+  if os.geteuid() != 0:
+    return "network namespaces need root (run as root, or with sudo)"
+  if subprocess.run(["which", "ip", "tc"], capture_output=True).returncode:
+    return "the `ip` and `tc` commands (iproute2) are missing"
+  probe = f"{PREFIX}-probe-{os.getpid()}"
+  made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+  if made.returncode:
+    return f"cannot create a network namespace: {made.stderr.strip()}"
+  subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+  return None
+
+
+def _remove_all():
+  for line in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines():
+    name = line.split()[0] if line.split() else ""
+    if name.startswith(PREFIX + "-"):
+      subprocess.run(["ip", "netns", "del", name], capture_output=True)
+      subprocess.run(["rm", "-rf", f"/etc/netns/{name}"], capture_output=True)
+
+
+@contextlib.contextmanager
+def network(nodes: int, rate: str | None):
+  """`nodes` namespaces fpw-0.. with eth0 at 10.231.0.(i+1), bridged in fpw-sw; egress shaped to `rate`.
+  The machine's hostname resolves to the node's own address inside each (gloo binds to it)."""
+  _remove_all()
+  host = socket.gethostname()
+  try:
+    _ip("ip", "netns", "add", f"{PREFIX}-sw")
+    _ip("ip", "link", "add", "br0", "type", "bridge", ns=f"{PREFIX}-sw")
+    _ip("ip", "link", "set", "br0", "up", ns=f"{PREFIX}-sw")
+    for i in range(nodes):
+      ns = f"{PREFIX}-{i}"
+      _ip("ip", "netns", "add", ns)
+      _ip("ip", "link", "add", f"{PREFIX}{i}a", "type", "veth", "peer", "name", f"{PREFIX}{i}b")
+      _ip("ip", "link", "set", f"{PREFIX}{i}a", "netns", ns)
+      _ip("ip", "link", "set", f"{PREFIX}{i}b", "netns", f"{PREFIX}-sw")
+      _ip("ip", "link", "set", f"{PREFIX}{i}b", "master", "br0", ns=f"{PREFIX}-sw")
+      _ip("ip", "link", "set", f"{PREFIX}{i}b", "up", ns=f"{PREFIX}-sw")
+      _ip("ip", "link", "set", f"{PREFIX}{i}a", "name", "eth0", ns=ns)
+      _ip("ip", "addr", "add", f"{SUBNET}.{i + 1}/24", "dev", "eth0", ns=ns)
+      _ip("ip", "link", "set", "eth0", "up", ns=ns)
+      _ip("ip", "link", "set", "lo", "up", ns=ns)
+      if rate:
+        burst = max(256 * 1024, int(_rate_bits(rate) / 8 / 1000))  # 1 ms of the rate, and whole GSO packets
+        _ip("tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", rate, "burst", str(burst), "latency", "200ms",
+            ns=ns)
+      os.makedirs(f"/etc/netns/{ns}", exist_ok=True)
+      Path(f"/etc/netns/{ns}/hosts").write_text(f"127.0.0.1 localhost\n{SUBNET}.{i + 1} {host}\n")
+    yield
+  finally:
+    _remove_all()
+
+
+def _rate_bits(rate: str) -> float:
+  m = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg]?)bit", rate.lower())
+  if not m:
+    raise ValueError(f"--rate must look like 1gbit, 10gbit or 500mbit, got {rate!r}")
+  return float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
+
+
+def round_trip_seconds(samples: int = 200) -> float:
+  """Median TCP round trip of one byte between node 0 and node 1 (the link's latency is half of it)."""
+  server = ("import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+            f"s.bind(('{SUBNET}.2',{PORT + 1}));s.listen(1);c,_=s.accept();"
+            "c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\nwhile (b:=c.recv(1)):c.sendall(b)")
+  client = ("import socket,time,statistics;c=socket.create_connection(('" + SUBNET + f".2',{PORT + 1}));"
+            "c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1);t=[]\n"
+            f"for _ in range({samples}):\n a=time.perf_counter();c.sendall(b'x');c.recv(1);t.append(time.perf_counter()-a)\n"
+            "print(statistics.median(t))")
+  srv = subprocess.Popen(["ip", "netns", "exec", f"{PREFIX}-1", sys.executable, "-c", server])
+  try:
+    for _ in range(50):
+      out = subprocess.run(["ip", "netns", "exec", f"{PREFIX}-0", sys.executable, "-c", client],
+                           capture_output=True, text=True)
+      if out.returncode == 0:
+        return float(out.stdout)
+      time.sleep(0.1)
+    raise RuntimeError(f"latency probe failed: {out.stderr.strip()[-300:]}")
+  finally:
+    srv.kill()
+
+
+# ----------------------------------------------------------------------------------------- worker
+def _counters():
+  base = "/sys/class/net/eth0/statistics/"
+  return tuple(int(Path(base + name).read_text()) for name in ("tx_bytes", "rx_bytes"))
+
+
+def worker(args) -> None:
+  """One process: compile each mode, then time it alone on this device (compute), then run it on the
+  cluster with the byte counters read around every step. Prints one JSON line."""
+  import jax
+  jax.config.update("jax_platforms", "cpu")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.config.update("jax_num_cpu_devices", 1)
+  jax.distributed.initialize(f"{SUBNET}.1:{PORT}", num_processes=args.processes, process_id=args.process_id)
+  import jax.numpy as jnp
+  import numpy as np
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+  sys.path.insert(0, str(HERE))
+  import lion_ledger
+
+  from fractalpre import trainer
+  from fractalpre.parallel import momentum_sync_steps
+  local_devices = args.local_devices if args.hierarchy == "node" else 0
+  rows = []
+  for comm, sync in _modes(args):
+    config = lion_ledger.step_config(args.model, comm, args.image_size, sync, args.hierarchy, args.local_devices,
+                                     args.batch_per_device)
+    state, step, batch = lion_ledger.build_step(config, args.classes)
+    ops = lion_ledger.collectives(step.lower(state, batch).compile().as_text(), jax.device_count(), local_devices)
+    predicted = lion_ledger.step_bytes(ops)
+    mesh = trainer.make_mesh()
+    sharding = NamedSharding(mesh, P("data"))
+    rng = np.random.default_rng(args.process_id)
+    local = {"image": rng.normal(size=(args.batch_per_device,) + batch["image"].shape[1:]).astype(np.float32),
+             "label": np.eye(args.classes, dtype=np.float32)[rng.integers(0, args.classes, args.batch_per_device)]}
+    inputs = {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+    compute = _compute_seconds(args, comm, sync, local) if args.timing else None
+    for _ in range(args.warmup):
+      state, _ = step(state, inputs)
+    jax.block_until_ready(state)
+    start = int(jax.device_get(state["step"]))
+    sent, received, seconds = [], [], []
+    for _ in range(args.steps):
+      tx, rx, t = *_counters(), time.perf_counter()
+      state, metrics = step(state, inputs)
+      jax.block_until_ready(state)
+      seconds.append(time.perf_counter() - t)
+      tx2, rx2 = _counters()
+      sent.append(tx2 - tx)
+      received.append(rx2 - rx)
+    syncs = set(momentum_sync_steps(sync, start + args.steps))
+    kinds = ["sync" if start + i + 1 in syncs else "every" for i in range(args.steps)]
+    rows.append({"comm": comm, "momentum_sync": sync, "kinds": kinds, "sent": sent, "received": received,
+                 "seconds": seconds, "compute": compute, "predicted": predicted, "ops": ops,
+                 "loss": float(metrics["loss"])})
+  print("RESULT " + json.dumps({"process": args.process_id, "rows": rows}), flush=True)
+  jax.distributed.shutdown()
+
+
+def _compute_seconds(args, comm, sync, local) -> float:
+  """Median step time of the same mode on this process's device alone (no collective): what the step
+  costs besides communication, with every process computing at the same time."""
+  import jax
+  import lion_ledger
+  mesh = jax.make_mesh((1,), ("data",), devices=jax.local_devices()[:1], axis_types=(jax.sharding.AxisType.Auto,))
+  config = lion_ledger.step_config(args.model, comm, args.image_size, sync, "flat", 0, args.batch_per_device)
+  config.batch_size = args.batch_per_device
+  state, step, _ = lion_ledger.build_step(config, args.classes, mesh)
+  inputs = jax.device_put(local, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+  times = []
+  for i in range(args.warmup + args.steps):
+    t = time.perf_counter()
+    state, _ = step(state, inputs)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t)
+  return statistics.median(times[args.warmup:])
+
+
+def _modes(args):
+  for comm in args.comms:
+    yield comm, ""
+    if args.momentum_sync and comm != "allreduce":
+      yield comm, args.momentum_sync
+
+
+# ----------------------------------------------------------------------------------------- driver
+def run(args) -> dict:
+  nodes = args.processes // (args.local_devices if args.hierarchy == "node" else 1)
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
+         "XLA_FLAGS": ""}
+  with network(nodes, args.rate):
+    rtt = round_trip_seconds()
+    procs = []
+    for i in range(args.processes):
+      node = i // (args.processes // nodes)
+      cmd = ["ip", "netns", "exec", f"{PREFIX}-{node}", sys.executable, str(Path(__file__).resolve()), "--worker",
+             "--process-id", str(i), *args.argv]
+      logs = (tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+"))  # no pipe to fill up while we wait
+      procs.append((subprocess.Popen(cmd, env=env, stdout=logs[0], stderr=logs[1], text=True), logs))
+    outs = _wait(procs, args.timeout)
+  results = [json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:]) for out, _ in outs]
+  return summarise(args, results, rtt, nodes)
+
+
+def _wait(procs, timeout):
+  """Every worker's (stdout, stderr); the first failure (or the timeout) stops the others."""
+  deadline = time.monotonic() + timeout
+
+  def text(f):
+    f.seek(0)
+    return f.read()
+
+  while any(p.poll() is None for p, _ in procs):
+    failed = [(p, logs) for p, logs in procs if p.poll() not in (None, 0)]
+    if failed or time.monotonic() > deadline:
+      for p, _ in procs:
+        p.kill()
+      raise RuntimeError("a worker failed:\n" + (text(failed[0][1][1])[-3000:] if failed else "timed out"))
+    time.sleep(0.2)
+  return [(text(out), text(err)) for _, (out, err) in procs]
+
+
+def summarise(args, results, rtt, nodes) -> dict:
+  """Per mode: measured bytes a node sends per non-sync and sync step (mean over nodes; the node's
+  processes summed), the ledger's, their ratio; with timing, measured and predicted step times."""
+  sys.path.insert(0, str(HERE))
+  import lion_ledger
+  per_node = args.processes // nodes
+  out = {"processes": args.processes, "nodes": nodes, "rate": args.rate, "rtt_ms": 1e3 * rtt, "modes": []}
+  for m, row in enumerate(results[0]["rows"]):
+    entry = {"comm": row["comm"], "momentum_sync": row["momentum_sync"]}
+    for kind in ("every", "sync"):
+      idx = [i for i, k in enumerate(row["kinds"]) if k == kind]
+      if not idx:
+        continue
+      # node j's interface carries what its processes send to other nodes; processes of a node share eth0
+      node_bytes = [statistics.mean(results[j * per_node]["rows"][m]["sent"][i] for i in idx) for j in range(nodes)]
+      axis = "node" if args.hierarchy == "node" else "data"
+      predicted = per_node * sum(v[kind] for a, v in row["predicted"]["axes"].items() if a in (axis, "all"))
+      measured = statistics.mean(node_bytes)
+      entry[kind] = {"measured_bytes": measured, "predicted_bytes": predicted,
+                     "overhead": measured / predicted - 1 if predicted else None,
+                     "seconds": statistics.median(statistics.median(r["rows"][m]["seconds"][i] for i in idx)
+                                                  for r in results)}
+    if args.timing:
+      entry["compute_seconds"] = statistics.median(r["rows"][m]["compute"] for r in results)
+    out["modes"].append(entry)
+  if args.timing and args.rate:
+    bandwidth = _rate_bits(args.rate) / 8
+    framing = statistics.median(e["every"]["overhead"] for e in out["modes"] if e["every"]["predicted_bytes"] > 1e5)
+    out["framing_overhead"] = framing
+    for entry, row in zip(out["modes"], results[0]["rows"]):
+      for kind in ("every", "sync"):
+        if kind in entry:
+          ops = [o for o in row["ops"] if kind == "sync" or o["when"] == "every"]
+          ops = [{**o, "when": "every"} for o in ops]
+          wire = lion_ledger.comm_seconds(ops, args.processes, bandwidth / (1 + framing), rtt / 2)
+          entry[kind]["predicted_seconds"] = entry["compute_seconds"] + wire
+  return out
+
+
+def print_table(out) -> None:
+  print(f"# {out['processes']} processes in {out['nodes']} network namespaces, link "
+        f"{out['rate'] or 'unshaped veth'}, TCP round trip {out['rtt_ms']:.3f} ms")
+  print("| comm | momentum sync | step | MB sent / node, measured | ledger | overhead | step s, measured | "
+        "predicted | compute s |\n|---|---|---|---:|---:|---:|---:|---:|---:|")
+  for e in out["modes"]:
+    for kind in ("every", "sync"):
+      if kind not in e:
+        continue
+      k = e[kind]
+      pred = f"{k['predicted_seconds']:.3f}" if "predicted_seconds" in k else ""
+      comp = f"{e['compute_seconds']:.3f}" if e.get("compute_seconds") is not None else ""
+      over = f"{100 * k['overhead']:+.1f}%" if k["overhead"] is not None else ""
+      print(f"| {e['comm']} | {e['momentum_sync'] or 'none'} | {'sync' if kind == 'sync' else 'non-sync'} | "
+            f"{k['measured_bytes'] / 1e6:.3f} | {k['predicted_bytes'] / 1e6:.3f} | {over} | {k['seconds']:.3f} | "
+            f"{pred} | {comp} |")
+
+
+def parse(argv=None):
+  from fractalpre import fileio
+  from fractalpre.parallel import COMMS, HIERARCHIES
+  parser = fileio.ArgumentParser(prog="lion_wire.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--processes", type=int, default=2, help="processes, one CPU device each (default: %(default)s)")
+  parser.add_argument("--model", default="vit_cpu", help="model registry name (default: %(default)s)")
+  parser.add_argument("--image-size", type=int, default=32, help="input size in pixels (default: %(default)s)")
+  parser.add_argument("--batch-per-device", type=int, default=2, help="images per process (default: %(default)s)")
+  parser.add_argument("--classes", type=int, default=10, help="classifier outputs (default: %(default)s)")
+  parser.add_argument("--comms", default=",".join(COMMS), help="comma-separated comm modes (default: all)")
+  parser.add_argument("--momentum-sync", default="every:2", help="schedule measured beside 'none' for the vote "
+                      "modes, '' for none (default: %(default)s)")
+  parser.add_argument("--hierarchy", default="flat", choices=HIERARCHIES, help="(default: %(default)s)")
+  parser.add_argument("--local-devices", type=int, default=0, help="processes per node for --hierarchy node")
+  parser.add_argument("--steps", type=int, default=6, help="measured steps per mode (default: %(default)s)")
+  parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps first (default: %(default)s)")
+  parser.add_argument("--rate", default=None, help="shape each node's egress with tc tbf, e.g. 1gbit (default: unshaped)")
+  parser.add_argument("--timing", action="store_true", help="also time each mode alone (compute) and predict step times")
+  parser.add_argument("--timeout", type=int, default=1800, help="seconds before the workers are given up (default: %(default)s)")
+  parser.add_argument("--json", action="store_true", help="print the result as JSON")
+  parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--process-id", type=int, default=0, help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  args.argv = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--worker"]
+  args.comms = [c for c in args.comms.split(",") if c]
+  for c in args.comms:
+    if c not in COMMS:
+      parser.error(f"--comms: unknown mode {c!r}; choose from {', '.join(COMMS)}")
+  if args.processes < 2:
+    parser.error(f"--processes must be >= 2, got {args.processes}")
+  if args.hierarchy == "node" and (args.local_devices < 1 or args.processes % args.local_devices
+                                   or args.processes // args.local_devices < 2):
+    parser.error(f"--local-devices must divide --processes {args.processes} into at least two nodes, "
+                 f"got {args.local_devices}")
+  if args.rate:
+    try:
+      _rate_bits(args.rate)
+    except ValueError as e:
+      parser.error(str(e))
+  if not args.worker and (why := namespaces_usable()):
+    parser.error(why)
+  return args
+
+
+def main(argv=None):
+  args = parse(argv)
+  if args.worker:
+    worker(args)
+    return 0
+  out = run(args)
+  if args.json:
+    print(json.dumps(out))
+  else:
+    print_table(out)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
