@@ -151,15 +151,16 @@ def compute_seconds(model: str, batch_per_device: int = 64, tokens: int = 197, f
 
 
 def step_config(model: str, comm: str, image_size: int = 224, momentum_sync: str = "", hierarchy: str = "flat",
-                local_devices: int = 0, batch_per_device: int = 1):
-  """The trainer config of the step the ledger compiles and the wire harness runs."""
+                local_devices: int = 0, batch_per_device: int = 1, model_args: dict | None = None):
+  """The trainer config of the step the ledger compiles and the wire harness runs (`model_args` override
+  the model variant: width, depth, ...)."""
   import ml_collections
   import jax
   return ml_collections.ConfigDict(dict(
       optim=dict(optimizer="lion", lr=1e-4, weight_decay=0.1, warmup_steps=0), total_steps=1000, seed=0,
       lion=dict(comm=comm, momentum_sync=momentum_sync, sync_pattern="", hierarchy=hierarchy,
                 local_devices=local_devices),
-      model=dict(name=model), precision="fp32", image_size=image_size,
+      model=dict(name=model, **(model_args or {})), precision="fp32", image_size=image_size,
       batch_size=batch_per_device * jax.device_count()))
 
 

@@ -155,7 +155,7 @@ def worker(args) -> None:
   rows = []
   for comm, sync in _modes(args):
     config = lion_ledger.step_config(args.model, comm, args.image_size, sync, args.hierarchy, args.local_devices,
-                                     args.batch_per_device)
+                                     args.batch_per_device, args.model_args)
     state, step, batch = lion_ledger.build_step(config, args.classes)
     ops = lion_ledger.collectives(step.lower(state, batch).compile().as_text(), jax.device_count(), local_devices)
     predicted = lion_ledger.step_bytes(ops)
@@ -194,7 +194,8 @@ def _compute_seconds(args, comm, sync, local) -> float:
   import jax
   import lion_ledger
   mesh = jax.make_mesh((1,), ("data",), devices=jax.local_devices()[:1], axis_types=(jax.sharding.AxisType.Auto,))
-  config = lion_ledger.step_config(args.model, comm, args.image_size, sync, "flat", 0, args.batch_per_device)
+  config = lion_ledger.step_config(args.model, comm, args.image_size, sync, "flat", 0, args.batch_per_device,
+                                   args.model_args)
   config.batch_size = args.batch_per_device
   state, step, _ = lion_ledger.build_step(config, args.classes, mesh)
   inputs = jax.device_put(local, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
@@ -315,6 +316,7 @@ def parse(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--processes", type=int, default=2, help="processes, one CPU device each (default: %(default)s)")
   parser.add_argument("--model", default="vit_cpu", help="model registry name (default: %(default)s)")
+  parser.add_argument("--model-args", default="", help="model variant overrides, e.g. width=32,depth=1 (integers)")
   parser.add_argument("--image-size", type=int, default=32, help="input size in pixels (default: %(default)s)")
   parser.add_argument("--batch-per-device", type=int, default=2, help="images per process (default: %(default)s)")
   parser.add_argument("--classes", type=int, default=10, help="classifier outputs (default: %(default)s)")
@@ -334,6 +336,10 @@ def parse(argv=None):
   args = parser.parse_args(argv)
   args.argv = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--worker"]
   args.comms = [c for c in args.comms.split(",") if c]
+  try:
+    args.model_args = {k: int(v) for k, v in (item.split("=") for item in args.model_args.split(",") if item)}
+  except ValueError:
+    parser.error(f"--model-args must be KEY=INTEGER pairs separated by commas, got {args.model_args!r}")
   for c in args.comms:
     if c not in COMMS:
       parser.error(f"--comms: unknown mode {c!r}; choose from {', '.join(COMMS)}")
