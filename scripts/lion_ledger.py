@@ -26,7 +26,7 @@ COLLECTIVES = ("all-reduce", "all-gather", "all-to-all", "reduce-scatter", "coll
 LINKS = {"10 Gb/s Ethernet": (10e9 / 8, 25e-6), "100 Gb/s InfiniBand": (100e9 / 8, 3e-6)}  # (bytes/s, latency s)
 PARAMS = {"vit_ti16": 5.7e6, "vit_s16": 22.1e6, "vit_b16": 86.6e6}
 
-_OP = re.compile(r"^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\(")
+_OP = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\(")
 _SHAPE = re.compile(r"(\w+)\[([\d,]*)\]")
 _HEADER = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s*\(.*\{\s*$")
 _CALLS = re.compile(r"\b(?:calls|to_apply|body|condition)=%?([\w.\-]+)")
@@ -66,7 +66,8 @@ def replica_groups(line: str, devices: int) -> list[list[int]]:
 
 
 def collectives(hlo_text: str, devices: int | None = None, local_devices: int = 0) -> list[dict]:
-  """[{op, dtype, shape, bytes, group, when, axis}] for each collective of an optimized HLO module:
+  """[{op, dtype, shape, bytes, group, when, axis, name}] for each collective (each operand of a combined
+  one; `name` identifies the instruction) of an optimized HLO module:
   `group` = devices per replica group, `when` = 'sync' inside a conditional's branch (momentum sync runs
   on sync steps only) else 'every', `axis` = 'local' when a group stays within a node of
   `local_devices` consecutive devices, 'node' when it holds one device of each node, else 'all' (and
@@ -74,11 +75,11 @@ def collectives(hlo_text: str, devices: int | None = None, local_devices: int = 
   comps, entry = _computations(hlo_text)
   out, seen = [], set()
 
-  def visit(name, in_branch):
-    if (name, in_branch) in seen or name not in comps:
+  def visit(comp, in_branch):
+    if (comp, in_branch) in seen or comp not in comps:
       return
-    seen.add((name, in_branch))
-    for line in comps[name]:
+    seen.add((comp, in_branch))
+    for line in comps[comp]:
       for m in _BRANCHES.finditer(line):
         for child in re.findall(r"%?([\w.\-]+)", m.group(1) or m.group(2)):
           visit(child, True)
@@ -97,15 +98,17 @@ def collectives(hlo_text: str, devices: int | None = None, local_devices: int = 
           axis = "node"
         else:
           axis = "all"
-      shapes = _SHAPE.findall(m.group(1))
-      if m.group(3) and m.group(2) != "all-reduce":  # async start ops list (operand, result): keep the result
+      name, types, op, start = m.groups()
+      shapes = _SHAPE.findall(types)
+      if start and op != "all-reduce":  # async start ops list (operand, result): keep the result
         shapes = shapes[-1:]
       for dtype, dims in shapes:
         if dtype not in DTYPE_BYTES:
           continue
         shape = [int(d) for d in dims.split(",") if d]
-        out.append({"op": m.group(2), "dtype": dtype, "shape": shape, "bytes": math.prod(shape) * DTYPE_BYTES[dtype],
-                    "group": len(groups[0]), "when": "sync" if in_branch else "every", "axis": axis})
+        out.append({"op": op, "dtype": dtype, "shape": shape, "bytes": math.prod(shape) * DTYPE_BYTES[dtype],
+                    "group": len(groups[0]), "when": "sync" if in_branch else "every", "axis": axis,
+                    "name": f"{comp}/{name}"})
 
   visit(entry, False)
   return out
@@ -118,11 +121,21 @@ def sent_bytes(op: str, buffer: int, n: int) -> float:
   return (2 if op == "all-reduce" else 1) * (n - 1) / n * buffer
 
 
+def cost_key(o: dict) -> str:
+  """The kind of collective a measured cost is looked up by: all-reduces of floats and of integers reduce
+  at different speeds, the others only move bytes."""
+  if o["op"] == "all-reduce":
+    return "all-reduce:" + ("float" if o["dtype"][0] in "fb" else "int")
+  return o["op"]
+
+
 def comm_seconds(ops: list[dict], n: int, bandwidth: float, latency: float, momentum_sync: str = "",
-                 steps: int = 1) -> float:
-  """Latency + bytes / bandwidth per step, sync-step collectives weighted by how often the schedule
-  syncs in `steps` steps. Collectives of one kind and dtype are charged latency once: XLA on GPU and TPU
-  combines them (XLA:CPU, which compiled the program, leaves per-tensor all-reduces apart)."""
+                 steps: int = 1, measured: dict | None = None) -> float:
+  """Communication time per step over n devices, sync-step collectives weighted by how often the schedule
+  syncs in `steps` steps: latency + bytes / bandwidth, collectives of one kind and dtype charged latency
+  once (XLA on GPU and TPU combines them). With `measured` ({axis: {cost_key: (alpha s, beta bytes/s)}},
+  measured on the link) each collective instruction costs its own alpha and its bytes, at its own group
+  size, go at beta."""
   from fractalpre.parallel import momentum_sync_steps
   share = len(momentum_sync_steps(momentum_sync, steps)) / steps if momentum_sync else 0.0
   total = 0.0
@@ -130,6 +143,11 @@ def comm_seconds(ops: list[dict], n: int, bandwidth: float, latency: float, mome
     kinds = set()
     for o in ops:
       if o["when"] != when or not weight:
+        continue
+      if measured:
+        alpha, beta = measured[o["axis"]][cost_key(o)]
+        total += weight * (alpha * (o["name"] not in kinds) + sent_bytes(o["op"], o["bytes"], o["group"]) / beta)
+        kinds.add(o["name"])
         continue
       if (o["op"], o["dtype"]) not in kinds:
         kinds.add((o["op"], o["dtype"]))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import socket
@@ -106,6 +107,22 @@ def _rate_bits(rate: str) -> float:
   return float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
 
 
+def goodput(nodes: int, nbytes: int = 64 << 20) -> float:
+  """Bytes per second that TCP moves from each node to the next (a ring, every link loaded in both
+  directions at once, as a collective loads it); the slowest node's rate."""
+  script = ("import socket,sys,threading,time\nme,peer,n=sys.argv[1],sys.argv[2],int(sys.argv[3])\n"
+            "s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind((me,%d));s.listen(1)\n"
+            "def rx():\n c,_=s.accept()\n while c.recv(1<<20):pass\n"
+            "t=threading.Thread(target=rx);t.start();time.sleep(1)\n"
+            "c=socket.create_connection((peer,%d));d=b'x'*(1<<20);a=time.perf_counter()\n"
+            "for _ in range(n>>20):c.sendall(d)\n"
+            "c.close();t.join();print(n/(time.perf_counter()-a))") % (PORT + 2, PORT + 2)
+  procs = [subprocess.Popen(["ip", "netns", "exec", f"{PREFIX}-{i}", sys.executable, "-c", script, f"{SUBNET}.{i + 1}",
+                             f"{SUBNET}.{(i + 1) % nodes + 1}", str(nbytes)], stdout=subprocess.PIPE, text=True)
+           for i in range(nodes)]
+  return min(float(p.communicate()[0]) for p in procs)
+
+
 def round_trip_seconds(samples: int = 200) -> float:
   """Median TCP round trip of one byte between node 0 and node 1 (the link's latency is half of it)."""
   server = ("import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
@@ -142,7 +159,6 @@ def worker(args) -> None:
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.config.update("jax_num_cpu_devices", 1)
   jax.distributed.initialize(f"{SUBNET}.1:{PORT}", num_processes=args.processes, process_id=args.process_id)
-  import jax.numpy as jnp
   import numpy as np
   from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
@@ -152,11 +168,13 @@ def worker(args) -> None:
   from fractalpre import trainer
   from fractalpre.parallel import momentum_sync_steps
   local_devices = args.local_devices if args.hierarchy == "node" else 0
-  rows = []
+  rows, costs = [], None
   for comm, sync in _modes(args):
     config = lion_ledger.step_config(args.model, comm, args.image_size, sync, args.hierarchy, args.local_devices,
                                      args.batch_per_device, args.model_args)
     state, step, batch = lion_ledger.build_step(config, args.classes)
+    if args.timing and costs is None:
+      costs = _collective_costs(jax.tree.leaves(state["opt_state"])[0].sharding.mesh)
     ops = lion_ledger.collectives(step.lower(state, batch).compile().as_text(), jax.device_count(), local_devices)
     predicted = lion_ledger.step_bytes(ops)
     mesh = trainer.make_mesh()
@@ -184,8 +202,62 @@ def worker(args) -> None:
     rows.append({"comm": comm, "momentum_sync": sync, "kinds": kinds, "sent": sent, "received": received,
                  "seconds": seconds, "compute": compute, "predicted": predicted, "ops": ops,
                  "loss": float(metrics["loss"])})
-  print("RESULT " + json.dumps({"process": args.process_id, "rows": rows}), flush=True)
+  print("RESULT " + json.dumps({"process": args.process_id, "rows": rows, "costs": costs}), flush=True)
   jax.distributed.shutdown()
+
+
+def _collective_costs(step_mesh, calls: int = 20, repeats: int = 3, large: int = 16 << 20) -> dict:
+  """{axis: {kind: (alpha s, beta bytes/s)}} of each collective kind on each axis of the step's mesh (and
+  over all of them, 'all'): alpha from a chain of `calls` dependent tiny ones (XLA cannot combine them),
+  beta from one of `large` bytes a device less alpha (gloo's real throughput: on this CPU its reduction,
+  not the link, limits an fp32 all-reduce above about 1 Gbit/s); medians of `repeats`. Every group of an
+  axis runs at once, as in the step, so a node's devices share its link here too."""
+  import jax
+  import jax.numpy as jnp
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+  sys.path.insert(0, str(HERE))
+  import lion_ledger
+  names = tuple(step_mesh.axis_names)
+  axes = {"data": ("data",)} if names == ("data",) else {"node": ("node",), "local": ("local",), "all": names}
+  everything = NamedSharding(step_mesh, P(names))
+
+  def timed(f, x):
+    jax.block_until_ready(f(x))
+    times = []
+    for _ in range(repeats):
+      t = time.perf_counter()
+      jax.block_until_ready(f(x))
+      times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+  out = {}
+  for axis, over in axes.items():
+    g = math.prod(step_mesh.shape[a] for a in over)
+    ops = {"all-reduce:float": (jnp.float32, lambda x: jax.lax.psum(x, over) / g),
+           "all-reduce:int": (jnp.int8, lambda x: jax.lax.psum(x, over) // g),
+           "all-to-all": (jnp.uint8, lambda x: jax.lax.all_to_all(x, over, 0, 0, tiled=True)),
+           "all-gather": (jnp.uint8, lambda x: jax.lax.all_gather(x, over, tiled=True))}
+    out[axis] = {}
+    for kind, (dtype, op) in ops.items():
+      def chain(x, op=op, k=calls, gather=kind == "all-gather"):
+        for _ in range(k):
+          x = op(x)[:x.shape[0]] if gather else op(x)
+        return x
+      itemsize = jnp.dtype(dtype).itemsize
+      local = lambda m, dtype=dtype: jax.make_array_from_process_local_data(
+          everything, jnp.ones(m * jax.local_device_count(), dtype))  # m elements a device
+      f = jax.jit(jax.shard_map(chain, mesh=step_mesh, in_specs=P(names), out_specs=P(names), check_vma=False))
+      alpha = timed(f, local(8 * g)) / calls
+      m = large // itemsize // g * g // (g if kind == "all-gather" else 1)  # all-gather: `large` gathered
+      one = jax.jit(jax.shard_map(lambda x, op=op: op(x), mesh=step_mesh, in_specs=P(names), out_specs=P(names),
+                                  check_vma=False))
+      buffer = m * itemsize * (g if kind == "all-gather" else 1)
+      sent = lion_ledger.sent_bytes(kind.split(":")[0], buffer, g)
+      out[axis][kind] = (alpha, sent / max(timed(one, local(m)) - alpha, 1e-9))
+    out[axis]["reduce-scatter"] = out[axis]["all-reduce:float"]
+    out[axis]["collective-permute"] = out[axis]["all-to-all"]
+  return out
 
 
 def _compute_seconds(args, comm, sync, local) -> float:
@@ -222,6 +294,7 @@ def run(args) -> dict:
          "XLA_FLAGS": ""}
   with network(nodes, args.rate):
     rtt = round_trip_seconds()
+    link = goodput(nodes) if args.timing else None
     procs = []
     for i in range(args.processes):
       node = i // (args.processes // nodes)
@@ -231,7 +304,7 @@ def run(args) -> dict:
       procs.append((subprocess.Popen(cmd, env=env, stdout=logs[0], stderr=logs[1], text=True), logs))
     outs = _wait(procs, args.timeout)
   results = [json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:]) for out, _ in outs]
-  return summarise(args, results, rtt, nodes)
+  return summarise(args, results, rtt, link, nodes)
 
 
 def _wait(procs, timeout):
@@ -252,13 +325,14 @@ def _wait(procs, timeout):
   return [(text(out), text(err)) for _, (out, err) in procs]
 
 
-def summarise(args, results, rtt, nodes) -> dict:
+def summarise(args, results, rtt, link, nodes) -> dict:
   """Per mode: measured bytes a node sends per non-sync and sync step (mean over nodes; the node's
   processes summed), the ledger's, their ratio; with timing, measured and predicted step times."""
   sys.path.insert(0, str(HERE))
   import lion_ledger
   per_node = args.processes // nodes
-  out = {"processes": args.processes, "nodes": nodes, "rate": args.rate, "rtt_ms": 1e3 * rtt, "modes": []}
+  out = {"processes": args.processes, "nodes": nodes, "rate": args.rate, "rtt_ms": 1e3 * rtt, "modes": [],
+         "goodput_MBps": link / 1e6 if link else None, "costs": None}
   for m, row in enumerate(results[0]["rows"]):
     entry = {"comm": row["comm"], "momentum_sync": row["momentum_sync"]}
     for kind in ("every", "sync"):
@@ -267,8 +341,11 @@ def summarise(args, results, rtt, nodes) -> dict:
         continue
       # node j's interface carries what its processes send to other nodes; processes of a node share eth0
       node_bytes = [statistics.mean(results[j * per_node]["rows"][m]["sent"][i] for i in idx) for j in range(nodes)]
-      axis = "node" if args.hierarchy == "node" else "data"
-      predicted = per_node * sum(v[kind] for a, v in row["predicted"]["axes"].items() if a in (axis, "all"))
+      # a node's devices each send their share of a vote across the nodes; a ring over all devices leaves
+      # a node once, from its last device
+      axes = row["predicted"]["axes"]
+      predicted = (per_node * axes.get("node", {}).get(kind, 0.0) + axes.get("all", {}).get(kind, 0.0)
+                   + axes.get("data", {}).get(kind, 0.0))
       measured = statistics.mean(node_bytes)
       entry[kind] = {"measured_bytes": measured, "predicted_bytes": predicted,
                      "overhead": measured / predicted - 1 if predicted else None,
@@ -277,23 +354,28 @@ def summarise(args, results, rtt, nodes) -> dict:
     if args.timing:
       entry["compute_seconds"] = statistics.median(r["rows"][m]["compute"] for r in results)
     out["modes"].append(entry)
-  if args.timing and args.rate:
-    bandwidth = _rate_bits(args.rate) / 8
-    framing = statistics.median(e["every"]["overhead"] for e in out["modes"] if e["every"]["predicted_bytes"] > 1e5)
-    out["framing_overhead"] = framing
+  if args.timing:  # the step's collectives on that kind of step, at the alpha and beta measured on the link
+    costs = {axis: {k: [statistics.median(r["costs"][axis][k][i] for r in results) for i in (0, 1)]
+                    for k in kinds} for axis, kinds in results[0]["costs"].items()}
+    out["costs"] = costs
     for entry, row in zip(out["modes"], results[0]["rows"]):
       for kind in ("every", "sync"):
         if kind in entry:
-          ops = [o for o in row["ops"] if kind == "sync" or o["when"] == "every"]
-          ops = [{**o, "when": "every"} for o in ops]
-          wire = lion_ledger.comm_seconds(ops, args.processes, bandwidth / (1 + framing), rtt / 2)
-          entry[kind]["predicted_seconds"] = entry["compute_seconds"] + wire
+          ops = [{**o, "when": "every"} for o in row["ops"] if kind == "sync" or o["when"] == "every"]
+          entry[kind]["predicted_seconds"] = entry["compute_seconds"] + lion_ledger.comm_seconds(
+              ops, 0, 0.0, 0.0, measured=costs)
   return out
 
 
 def print_table(out) -> None:
   print(f"# {out['processes']} processes in {out['nodes']} network namespaces, link "
         f"{out['rate'] or 'unshaped veth'}, TCP round trip {out['rtt_ms']:.3f} ms")
+  if out["costs"]:
+    print(f"# measured: TCP goodput {out['goodput_MBps']:.1f} MB/s per node (a raw socket, both directions)")
+    for axis, kinds in out["costs"].items():
+      cells = ", ".join(f"{k} {1e3 * a:.2f} ms + bytes at {b / 1e6:.0f} MB/s" for k, (a, b) in kinds.items()
+                        if k not in ("reduce-scatter", "collective-permute"))
+      print(f"# measured collectives over {axis}: {cells}")
   print("| comm | momentum sync | step | MB sent / node, measured | ledger | overhead | step s, measured | "
         "predicted | compute s |\n|---|---|---|---:|---:|---:|---:|---:|---:|")
   for e in out["modes"]:
