@@ -376,19 +376,24 @@ def print_table(out) -> None:
       cells = ", ".join(f"{k} {1e3 * a:.2f} ms + bytes at {b / 1e6:.0f} MB/s" for k, (a, b) in kinds.items()
                         if k not in ("reduce-scatter", "collective-permute"))
       print(f"# measured collectives over {axis}: {cells}")
-  print("| comm | momentum sync | step | MB sent / node, measured | ledger | overhead | step s, measured | "
-        "predicted | compute s |\n|---|---|---|---:|---:|---:|---:|---:|---:|")
+  timed = out["costs"] is not None
+  base = next((e["every"] for e in out["modes"] if e["comm"] == "allreduce"), None)
+  print("| comm | momentum sync | step | MB sent / node, measured | ledger | overhead |"
+        + (" step s, measured | predicted | compute s | speed-up over fp32, measured | predicted |" if timed else "")
+        + "\n|---|---|---|---:|---:|---:|" + ("---:|" * 5 if timed else ""))
   for e in out["modes"]:
     for kind in ("every", "sync"):
       if kind not in e:
         continue
       k = e[kind]
-      pred = f"{k['predicted_seconds']:.3f}" if "predicted_seconds" in k else ""
-      comp = f"{e['compute_seconds']:.3f}" if e.get("compute_seconds") is not None else ""
       over = f"{100 * k['overhead']:+.1f}%" if k["overhead"] is not None else ""
-      print(f"| {e['comm']} | {e['momentum_sync'] or 'none'} | {'sync' if kind == 'sync' else 'non-sync'} | "
-            f"{k['measured_bytes'] / 1e6:.3f} | {k['predicted_bytes'] / 1e6:.3f} | {over} | {k['seconds']:.3f} | "
-            f"{pred} | {comp} |")
+      cells = [e["comm"], e["momentum_sync"] or "none", "sync" if kind == "sync" else "non-sync",
+               f"{k['measured_bytes'] / 1e6:.3f}", f"{k['predicted_bytes'] / 1e6:.3f}", over]
+      if timed:
+        cells += [f"{k['seconds']:.3f}", f"{k['predicted_seconds']:.3f}", f"{e['compute_seconds']:.3f}"]
+        cells += ([f"{base['seconds'] / k['seconds']:.2f}x", f"{base['predicted_seconds'] / k['predicted_seconds']:.2f}x"]
+                  if base else ["", ""])
+      print("| " + " | ".join(cells) + " |")
 
 
 def parse(argv=None):
