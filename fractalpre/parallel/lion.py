@@ -244,10 +244,10 @@ def _voted_direction(c_tree, t: Transport, count):
   leaves, tree = jax.tree.flatten(c_tree)
   sizes = [x.size for x in leaves]
   flat = jnp.concatenate([x.ravel().astype(jnp.float32) for x in leaves])
-  sent = contribution(flat, t.comm, t.voters, count, sizes)
   if t.local_axis is None:
-    u = combine(sent, t.comm, t.vote_axis, t.voters, count)
+    u = vote(flat, t.comm, t.vote_axis, t.voters, count, sizes)
   else:  # each device of a node votes on its share; the node gathers the packed result on its fast link
+    sent = contribution(flat, t.comm, t.voters, count, sizes)
     share = math.ceil(flat.size / (8 * t.local_size)) * 8
     sent = jnp.pad(sent, (0, share * t.local_size - flat.size))
     mine = jax.lax.dynamic_slice(sent, (jax.lax.axis_index(t.local_axis) * share,), (share,))

@@ -1,20 +1,17 @@
 """Bytes on the wire between two processes in network namespaces, against the ledger (needs root)."""
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[2] / "scripts" / "lion_wire.py"
+from tests.fractalpre import scripts
+
+SCRIPT = scripts.SCRIPTS / "lion_wire.py"
 
 
 def load_wire():
-  spec = importlib.util.spec_from_file_location("lion_wire", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return scripts.load("lion_wire")
 
 
 def test_two_processes_send_what_the_ledger_predicts():

@@ -231,13 +231,8 @@ def test_compressed_modes_with_momentum_sync_converge_within_5_percent_of_allred
 
 
 def load_ledger():
-  import importlib.util
-  from pathlib import Path
-  path = Path(__file__).parents[2] / "scripts" / "lion_ledger.py"
-  spec = importlib.util.spec_from_file_location("lion_ledger", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  from tests.fractalpre import scripts
+  return scripts.load("lion_ledger")
 
 
 def tiny_step_ops(ledger, comm, momentum_sync="", hierarchy="flat", local_devices=0):
