@@ -14,7 +14,7 @@ DEMO_OUT ?= demo_out
 
 setup: $(STAMP)
 
-$(STAMP): setup.py
+$(STAMP): setup.py pyproject.toml
 	@if [ -z "$$VIRTUAL_ENV" ] && [ ! -x $(VENV)/bin/python ]; then python3 -m venv $(VENV); fi
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q -e '.[dev]'
@@ -27,7 +27,7 @@ demo: setup
 	$(PYTHON) scripts/pretrain_finetune_demo.py --workdir $(DEMO_OUT)/story
 
 test: setup
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q -n 2 tests
 
 bench: setup
 	$(PYTHON) benchmarks/bench_generate.py

@@ -20,7 +20,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fractalpre import augment, classification, device_data, input_pipeline, train, trainer
+from fractalpre import augment, classification, device_data, input_pipeline, sources, train, trainer
 from machine import describe_jax
 
 
@@ -55,7 +55,7 @@ def step_times(config, steps):
   alternation (this VM's speed drifts), the device path's host CPU seconds per image, and the steps the
   loop had dispatched when the first of 8 finished."""
   mesh = trainer.make_mesh()
-  source = input_pipeline.get_source(config.data)
+  source = sources.get_source(config.data)
   model = classification.model_from_config(config, source.num_classes)
   shape = (1, config.image_size, config.image_size, 3)
   const_state, _, const_step = trainer.build(config, mesh, model, shape, classification.classification_loss)
@@ -95,7 +95,7 @@ def step_times(config, steps):
 
 def host_cpu_per_image(config, batches):
   """Process CPU seconds per image of the host path's grain pipeline (rendering + augmentation)."""
-  source = input_pipeline.get_source(config.data)
+  source = sources.get_source(config.data)
   data = ml_collections.ConfigDict({**config.data.to_dict(), "image_size": config.image_size})
   it = input_pipeline.train_iterator(source, data, config.batch_size, 0)
   next(it)

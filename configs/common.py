@@ -19,6 +19,21 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return out
 
 
+def disk_data(path: str) -> tuple[dict, bool]:
+  """(data config, whether it has a test split) of a dataset folder: TFDS when it holds dataset_info.json,
+  otherwise image class folders (OUT/<class>/ or OUT/train/<class>/ and OUT/test/<class>/)."""
+  import json
+  from pathlib import Path
+  root = Path(path).expanduser()
+  if not root.is_dir():
+    raise ValueError(f"path {path!r} is not a folder")
+  info = root / "dataset_info.json"
+  if info.is_file():
+    splits = {s["name"] for s in json.loads(info.read_text()).get("splits", [])}
+    return dict(kind="tfds", name=str(root), train_split="train", test_split="test"), "test" in splits
+  return dict(kind="folder", path=str(root), test_fraction=0.0), (root / "test").is_dir()
+
+
 def augment(recipe: bool = True) -> ml_collections.ConfigDict:
   """The 1p-frac augmentation recipe (Scaling Backwards, ECCV 2024), or none (evaluation-like training)."""
   if not recipe:

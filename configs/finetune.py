@@ -1,4 +1,5 @@
-"""Fine-tuning a pretrained checkpoint on a labelled dataset: a TFDS name (+ data_dir) or `digits`.
+"""Fine-tuning a pretrained checkpoint on a labelled dataset: `digits`, a TFDS name (+ data_dir), or a folder
+(a TFDS dataset folder, or ImageFolder class folders with train/ and test/ sub-folders).
 
   python -m fractalpre.train --config "configs/finetune.py:dataset=digits,init_from=runs/local" --workdir runs/ft
   python -m fractalpre.train --config "configs/finetune.py:dataset=cifar100,data_dir=~/tensorflow_datasets,init_from=runs/1pfrac_vit,model=vit_ti16" --workdir runs/ft_c100
@@ -25,13 +26,15 @@ def get_config(arg=None):
   c.seed = 0
   if a.dataset == "digits":
     c.data = ml_collections.ConfigDict(dict(kind="digits", labels_per_class=a.labels_per_class or None, seed=0))
+  elif "/" in a.dataset or a.dataset.startswith("."):
+    c.data = ml_collections.ConfigDict(common.disk_data(a.dataset)[0])
   else:
     c.data = ml_collections.ConfigDict(dict(kind="tfds", name=a.dataset, data_dir=a.data_dir or None,
                                             train_split="train", test_split="test"))
   c.data.workers = 2
   c.data.prefetch = 4
   # 'device': the source on the accelerator, the recipe compiled into the step; 'host': grain workers.
-  # TFDS images need not share one size, so they take the host path.
+  # TFDS and folder images need not share one size, so they take the host path.
   c.data.augment_on = "device" if a.dataset == "digits" else "host"
   c.data.resident_budget_mb = 2048  # sources up to this size live on every device
   c.data.augment = ml_collections.ConfigDict(dict(crop_scale=(0.5, 1.0), crop_ratio=(3 / 4, 4 / 3), hflip=0.0,

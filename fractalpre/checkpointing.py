@@ -61,9 +61,9 @@ class Checkpoints:
     self.manager.close()
 
 
-def load_params(path: str | Path) -> dict:
-  """The `params` tree of the newest loadable checkpoint under a workdir (or its checkpoints/ folder),
-  as NumPy arrays, without knowing the optimizer that wrote it."""
+def load_state(path: str | Path) -> dict:
+  """The train state (`params`, `batch_stats`, ...) of the newest loadable checkpoint under a workdir (or
+  its checkpoints/ folder), as NumPy arrays, without knowing the optimizer that wrote it."""
   path = Path(path).absolute()
   if not path.is_dir():
     raise UsageError(f"init_from {path} is not a folder (give a training workdir or its checkpoints/ folder)")
@@ -73,7 +73,7 @@ def load_params(path: str | Path) -> dict:
   for step in sorted(manager.all_steps(), reverse=True):
     try:
       restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-      return restored["state"]["params"]
+      return restored["state"]
     except Exception as e:
       logging.warning("checkpoint at step %d of %s could not be restored (%s); trying the previous one",
                       step, directory, type(e).__name__)

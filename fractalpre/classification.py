@@ -13,7 +13,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from fractalpre import augment as augmentation
-from fractalpre import device_data, evaluate, fileio, input_pipeline, losses, optim, trainer
+from fractalpre import device_data, evaluate, fileio, input_pipeline, losses, optim, sources, trainer
 from fractalpre.models import get_model
 
 
@@ -58,11 +58,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   trainer.check_batch(config)
 
   with fileio.usage_errors():  # reading the config: a ValueError here is a bad setting
-    source = input_pipeline.get_source(config.data, "train")
+    source = sources.get_source(config.data, "train")
     if config.optim.optimizer == "ivon" and not config.optim.get("ess"):  # 0: the training set size
       config = ml_collections.ConfigDict(config.to_dict())
       config.optim.ess = float(len(source))
-    eval_source = input_pipeline.get_source(config.data, "test") if config.get("eval_every") else None
+    eval_source = sources.get_source(config.data, "test") if config.get("eval_every") else None
     trainable = (lambda path: path.startswith("['head']")) if config.get("linear_probe") else None
     model = model_from_config(config, source.num_classes)
     on = augment_on(config.data)
@@ -105,8 +105,8 @@ AUGMENT_ON = ("device", "host")
 
 def augment_on(data_cfg) -> str:
   """Where a data config's augmentation runs: `data.augment_on`, by default on the device, except for
-  TFDS sources, whose images need not share one size (their host path resizes them)."""
-  on = data_cfg.get("augment_on") or ("host" if data_cfg.kind == "tfds" else "device")
+  TFDS and image-folder sources, whose images need not share one size (their host path resizes them)."""
+  on = data_cfg.get("augment_on") or ("host" if data_cfg.kind in ("tfds", "folder") else "device")
   if on not in AUGMENT_ON:
     raise ValueError(f"data.augment_on must be one of {AUGMENT_ON}, got {on!r}")
   return on

@@ -1,4 +1,5 @@
-"""`fractalpre generate` writes a fractal dataset to disk; `fractalpre preview` writes a PNG grid.
+"""`fractalpre generate` writes a fractal dataset to disk; `fractalpre preview` writes a PNG grid;
+`fractalpre export` writes a trained checkpoint's weights for timm / PyTorch.
 
 Bad usage prints one line naming the argument and what is allowed, and exits with status 2.
 """
@@ -16,7 +17,8 @@ DATASETS = ("1p-frac", "fractaldb")
 
 # Library parameter names -> the flags that set them, so errors name what the user typed.
 _FLAGS = {"num_classes": "--classes", "instances_per_class": "--instances", "size": "--size",
-          "points": "--points", "delta": "--delta", "sigma": "--sigma", "seed": "--seed", "background": "--background"}
+          "points": "--points", "delta": "--delta", "sigma": "--sigma", "seed": "--seed", "background": "--background",
+          "test_instances": "--test-instances"}
 _ONE_P_FRAC_ONLY = ("delta", "sigma", "perturbation")
 
 
@@ -77,7 +79,10 @@ def _generate(args) -> int:
     shard = export.parse_shard(args.shard)
     workers = _set_workers(args.workers)
     ds = _source(args)
-    export.export(ds, args.out, args.format, shard, workers, progress=not args.quiet)
+    if args.test_instances < 0:
+      raise ValueError(f"--test-instances must be >= 0, got {args.test_instances}")
+    export.export(ds, args.out, args.format, shard, workers, progress=not args.quiet,
+                  test_instances=args.test_instances)
   except (ValueError, RuntimeError) as e:
     return _usage_error("generate", e)
   except OSError as e:
@@ -106,6 +111,16 @@ def _preview(args) -> int:
   return 0
 
 
+def _export(args) -> int:
+  from fractalpre import timm_weights
+  try:
+    out, meta = timm_weights.export(args.checkpoint, args.out, args.format)
+  except fileio.UsageError as e:
+    return fail(f"fractalpre export: error: {e}")
+  print(f"{out}: timm weights; {meta}: model config and preprocessing")
+  return 0
+
+
 def main(argv=None) -> int:
   parser = fileio.ArgumentParser(prog="fractalpre", description=__doc__)
   parser.add_argument("--version", action="version", version=f"fractalpre {fractalpre.__version__}")
@@ -115,6 +130,8 @@ def main(argv=None) -> int:
   gen.add_argument("--out", required=True, help="output folder")
   gen.add_argument("--format", choices=("png", "tfds"), default="png")
   gen.add_argument("--shard", default="0/1", help="i/n: write shard i of n (default 0/1: everything)")
+  gen.add_argument("--test-instances", type=int, default=0,
+                   help="also write a held-out test split of this many further instances per class (default 0)")
   gen.add_argument("--quiet", action="store_true", help="no progress bar")
   gen.set_defaults(run=_generate)
   pre = sub.add_parser("preview", help="write a PNG grid of samples")
@@ -122,6 +139,11 @@ def main(argv=None) -> int:
   pre.add_argument("--out", required=True, help="output .png")
   pre.add_argument("--count", type=int, default=16)
   pre.set_defaults(run=_preview)
+  exp = sub.add_parser("export", help="write a checkpoint's weights as safetensors in timm's layout")
+  exp.add_argument("--checkpoint", required=True, help="a training workdir (its newest loadable checkpoint)")
+  exp.add_argument("--format", choices=("timm",), default="timm")
+  exp.add_argument("--out", required=True, help="output FILE.safetensors (FILE.json is written beside it)")
+  exp.set_defaults(run=_export)
   args = parser.parse_args(argv)
   return args.run(args)
 

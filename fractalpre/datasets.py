@@ -6,6 +6,7 @@ shard or thread count gives the same bytes.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Iterable, Sequence
 
@@ -70,6 +71,7 @@ class _FractalSource:
       raise ValueError(f"seed must be >= 0, got {seed}")
     self.num_classes, self.instances_per_class, self.seed = num_classes, instances_per_class, seed
     self.settings, self.min_fill, self.max_attempts = settings, min_fill, max_attempts
+    self.first_instance = 0
     self._classes: dict[int, ClassSystem] = {}
 
   def __len__(self) -> int:
@@ -83,7 +85,20 @@ class _FractalSource:
     """index -> (class, instance)."""
     if not 0 <= index < len(self):
       raise IndexError(f"index must be in [0, {len(self)}), got {index}")
-    return divmod(int(index), self.instances_per_class)
+    c, i = divmod(int(index), self.instances_per_class)
+    return c, self.first_instance + i
+
+  def held_out(self, count: int) -> _FractalSource:
+    """The same categories' next `count` instances of each class (instances_per_class onwards): a test
+    split that shares no image with this one. Shares the resolved classes, so nothing is searched twice."""
+    _check_positive("test_instances", count)
+    limit = getattr(self, "MAX_INSTANCES", None)
+    if limit is not None and self.first_instance + self.instances_per_class + count > limit:
+      raise ValueError(f"test_instances must be in [1, {limit - self.instances_per_class}] ({self.name} has "
+                       f"{limit} distinct instances per class), got {count}")
+    view = copy.copy(self)
+    view.first_instance, view.instances_per_class = self.first_instance + self.instances_per_class, count
+    return view
 
   # Subclass hooks.
   def _candidate(self, cls: int, attempt: int) -> tuple[np.ndarray, np.ndarray]:

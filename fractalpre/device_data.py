@@ -15,14 +15,21 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from fractalpre import fileio
+
 RENDER_CHUNK = 256
 
 
-def as_uint8_hwc(image) -> np.ndarray:
+def as_uint8_hwc(image, shape: tuple | None = None) -> np.ndarray:
+  """(H, W, C) uint8; with `shape`, refuses an image of another shape (batches on the device have one)."""
   image = np.asarray(image)
   if image.dtype != np.uint8:
     raise ValueError(f"device-side augmentation takes uint8 images, got {image.dtype}")
-  return image[..., None] if image.ndim == 2 else image
+  image = image[..., None] if image.ndim == 2 else image
+  if shape is not None and image.shape != shape:
+    raise fileio.UsageError(f"device-side augmentation needs images of one shape: found {image.shape}, the first "
+                            f"image is {shape}; set data.augment_on=host (the host path resizes each image)")
+  return image
 
 
 def source_bytes(source) -> int:
@@ -32,15 +39,15 @@ def source_bytes(source) -> int:
 
 def render_all(source) -> tuple[np.ndarray, np.ndarray]:
   """(uint8 (N, H, W, C) images, int32 (N,) labels) of a whole source, rendered in batches when it can."""
-  images, labels = [], []
+  images, labels, shape = [], [], as_uint8_hwc(source[0][0]).shape
   for first in range(0, len(source), RENDER_CHUNK):
     ids = list(range(first, min(first + RENDER_CHUNK, len(source))))
     if hasattr(source, "batch"):
       batch, batch_labels = source.batch(ids)
     else:
       pairs = [source[i] for i in ids]
-      batch, batch_labels = np.stack([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-    images.append(np.stack([as_uint8_hwc(im) for im in batch]))
+      batch, batch_labels = [p[0] for p in pairs], [p[1] for p in pairs]
+    images.append(np.stack([as_uint8_hwc(im, shape) for im in batch]))
     labels.append(np.asarray(batch_labels, np.int32))
   return np.concatenate(images), np.concatenate(labels)
 
@@ -88,8 +95,9 @@ class Streamed:
                prefetch: int = 4):
     from fractalpre import input_pipeline
     self.sharding = NamedSharding(mesh, P("data"))
+    shape = as_uint8_hwc(source[0][0]).shape
     self.iterator = input_pipeline.shuffled_batches(
-        source, seed, global_batch, lambda example, rng: (as_uint8_hwc(example[0]), example[1]),
+        source, seed, global_batch, lambda example, rng: (as_uint8_hwc(example[0], shape), example[1]),
         input_pipeline.stack_examples, None, workers, prefetch)
 
   def host_batch(self):

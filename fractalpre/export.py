@@ -3,7 +3,9 @@
 Resumable and shardable: the images are cut into fixed chunks, chunk k belongs to shard k mod n, each
 file is written under a temporary name and renamed, and a re-run skips what is complete. So a killed
 run, re-run with the same arguments, ends byte-identical to an uninterrupted one, and n machines can
-write disjoint parts of one dataset. `manifest.json` (every parameter, the package version, each
+write disjoint parts of one dataset. With `test_instances` > 0 a held-out `test` split (the next instances
+of the same categories) is written beside `train`: OUT/train/ and OUT/test/ class folders, or both TFDS
+splits in one folder. `manifest.json` (every parameter, the package version, each
 class's IFS) identifies the dataset: a folder holding another manifest is refused. One writer at a
 time of each shard holds OUT/.shard-I-of-N.lock; TFDS records are serialized deterministically (sorted
 feature keys), so two runs give the same bytes.
@@ -26,7 +28,7 @@ from fractalpre.fileio import png_bytes, write_atomic
 
 FORMATS = ("png", "tfds")
 MANIFEST = "manifest.json"
-SPLIT = "train"
+SPLITS = ("train", "test")
 
 
 class ExportError(fileio.UsageError):
@@ -44,14 +46,15 @@ def parse_shard(spec: str) -> tuple[int, int]:
   return i, n
 
 
-def manifest(ds) -> dict:
+def manifest(ds, test_instances: int = 0) -> dict:
   """Everything that determines the dataset's bytes, plus each class's IFS (resolving every class)."""
   classes = []
   for first in range(0, ds.num_classes, 1024):
     ids = range(first, min(first + 1024, ds.num_classes))
     ds.resolve(ids)
     classes += [ds.class_system(c).to_json() for c in ids]
-  return {"fractalpre_version": fractalpre.__version__, "params": ds.params(), "classes": classes}
+  params = {**ds.params(), **({"test_instances": test_instances} if test_instances else {})}
+  return {"fractalpre_version": fractalpre.__version__, "params": params, "classes": classes}
 
 
 def _read_json(path: Path):
@@ -79,12 +82,13 @@ def check_output(out: Path, expected: dict) -> None:
 
 
 class ImageFolderWriter:
-  """OUT/<class>/<instance>.png, readable by torchvision/timm ImageFolder."""
+  """ROOT/<class>/<instance>.png (ROOT = OUT, or OUT/<split> with a test split), readable by
+  torchvision/timm ImageFolder and by fractalpre's `folder` source."""
 
   chunk = 256
 
-  def __init__(self, out: Path, ds, workers: int):
-    self.out, self.ds, self.workers = out, ds, workers
+  def __init__(self, out: Path, ds, workers: int, split: str, splits: dict):
+    self.out, self.ds, self.workers = (out / split if len(splits) > 1 else out), ds, workers
     self.class_digits = max(5, len(str(ds.num_classes - 1)))
     self.instance_digits = max(5, len(str(ds.instances_per_class - 1)))
 
@@ -105,7 +109,7 @@ class ImageFolderWriter:
     with ThreadPoolExecutor(self.workers) as pool:  # PNG encoding releases the GIL
       list(pool.map(lambda j: write_atomic(self.path(todo[j]), png_bytes(images[j])), range(len(todo))))
 
-  def finish(self, chunks: int) -> None:
+  def finish(self) -> None:
     pass
 
 
@@ -115,19 +119,14 @@ class TfdsWriter:
 
   chunk = 1024
 
-  def __init__(self, out: Path, ds, workers: int):
-    import tensorflow_datasets as tfds  # imported only for this format: it is slow to import
-    self.tfds, self.out, self.ds, self.workers = tfds, out, ds, workers
+  def __init__(self, out: Path, ds, workers: int, split: str, splits: dict):
+    self.out, self.ds, self.workers, self.split, self.splits = out, ds, workers, split, splits
     self.name = "fractal_" + ds.name.replace("-", "_")
-    channels = 3 if ds.settings.color else 1
-    size = ds.settings.size
-    self.features = tfds.features.FeaturesDict({
-        "image": tfds.features.Image(shape=(size, size, channels)),
-        "label": tfds.features.ClassLabel(num_classes=ds.num_classes)})
-    self.chunks = math.ceil(len(ds) / self.chunk)
+    self.features = tfds_features(ds)
 
-  def path(self, k: int) -> Path:
-    return self.out / tfds_shard_name(self.name, k, self.chunks)
+  def path(self, k: int, split: str | None = None) -> Path:
+    split = split or self.split
+    return self.out / tfds_shard_name(self.name, k, math.ceil(len(self.splits[split]) / self.chunk), split)
 
   def done(self, indices: range) -> int:
     return len(indices) if self.path(indices.start // self.chunk).exists() else 0
@@ -143,16 +142,28 @@ class TfdsWriter:
     examples = [{"image": io.BytesIO(png), "label": int(label)} for png, label in zip(pngs, labels)]
     write_tfds_shard(self.features, examples, path, self.workers)
 
-  def finish(self, chunks: int) -> None:
-    """Writes the TFDS metadata once every shard file exists (whichever run completes the set)."""
-    if all(self.path(k).exists() for k in range(chunks)):
-      lengths = [min(self.chunk, len(self.ds) - k * self.chunk) for k in range(chunks)]
-      write_tfds_metadata(self.out, self.features, [self.path(k) for k in range(chunks)], lengths,
+  def finish(self) -> None:
+    """Writes the TFDS metadata once every shard file of every split exists (whichever run completes the
+    set)."""
+    splits = {}
+    for split, ds in self.splits.items():
+      chunks = math.ceil(len(ds) / self.chunk)
+      splits[split] = ([self.path(k, split) for k in range(chunks)],
+                       [min(self.chunk, len(ds) - k * self.chunk) for k in range(chunks)])
+    if all(p.exists() for paths, _ in splits.values() for p in paths):
+      write_tfds_metadata(self.out, self.features, splits,
                           f"{self.ds.name} rendered by fractalpre {fractalpre.__version__}; see manifest.json")
 
 
-def tfds_shard_name(name: str, index: int, count: int) -> str:
-  return f"{name}-{SPLIT}.array_record-{index:05d}-of-{count:05d}"
+def tfds_features(ds):
+  import tensorflow_datasets as tfds  # imported only for this format: it is slow to import
+  return tfds.features.FeaturesDict({
+      "image": tfds.features.Image(shape=(ds.settings.size, ds.settings.size, 3 if ds.settings.color else 1)),
+      "label": tfds.features.ClassLabel(num_classes=ds.num_classes)})
+
+
+def tfds_shard_name(name: str, index: int, count: int, split: str = "train") -> str:
+  return f"{name}-{split}.array_record-{index:05d}-of-{count:05d}"
 
 
 def write_tfds_shard(features, examples: list[dict], path: Path, workers: int = 1) -> None:
@@ -175,41 +186,49 @@ def serialize_example(features, example: dict) -> bytes:
   return serializer.get_tf_example(features.encode_example(example)).SerializeToString(deterministic=True)
 
 
-def write_tfds_metadata(out: Path, features, shards: list[Path], lengths: list[int], description: str) -> None:
-  """dataset_info.json + features.json for a folder of `train` shards, so that
-  `tfds.builder_from_directory(out)` loads it (no TensorFlow needed)."""
+def write_tfds_metadata(out: Path, features, splits: dict[str, tuple[list[Path], list[int]]],
+                        description: str) -> None:
+  """dataset_info.json + features.json for a folder of shards ({split: (shard paths, shard lengths)}), so
+  that `tfds.builder_from_directory(out)` loads it (no TensorFlow needed)."""
   import tensorflow_datasets as tfds
-  split = tfds.core.SplitInfo(name=SPLIT, shard_lengths=lengths, num_bytes=sum(p.stat().st_size for p in shards))
-  tfds.folder_dataset.write_metadata(data_dir=out, features=features, split_infos=[split],
+  infos = [tfds.core.SplitInfo(name=name, shard_lengths=lengths, num_bytes=sum(p.stat().st_size for p in shards))
+           for name, (shards, lengths) in splits.items()]
+  tfds.folder_dataset.write_metadata(data_dir=out, features=features, split_infos=infos,
                                      filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
                                      check_data=False, description=description)
 
 
 def export(ds, out: str | os.PathLike, fmt: str = "png", shard: tuple[int, int] = (0, 1), workers: int = 1,
-           progress: bool = True, log: Callable[[str], None] = print) -> int:
-  """Writes this shard's part of `ds` to `out`; returns the number of images it rendered."""
+           progress: bool = True, log: Callable[[str], None] = print, test_instances: int = 0) -> int:
+  """Writes this shard's part of `ds` (and of its held-out split of `test_instances` per class) to `out`;
+  returns the number of images it rendered."""
   if fmt not in FORMATS:
     raise ExportError(f"--format must be one of {FORMATS}, got {fmt!r}")
   out = Path(out)
-  spec = manifest(ds)
+  splits = {"train": ds, **({"test": ds.held_out(test_instances)} if test_instances else {})}
+  spec = manifest(ds, test_instances)
   check_output(out, spec)
-  writer = (ImageFolderWriter if fmt == "png" else TfdsWriter)(out, ds, workers)
+  writers = [(ImageFolderWriter if fmt == "png" else TfdsWriter)(out, part, workers, split, splits)
+             for split, part in splits.items()]
   out.mkdir(parents=True, exist_ok=True)
   with fileio.FolderLock(out, f"fractalpre generate of shard {shard[0]}/{shard[1]}", f"shard-{shard[0]}-of-{shard[1]}"):
     check_output(out, spec)  # again, holding the lock: another writer may have started in between
     if not (out / MANIFEST).exists():
       write_atomic(out / MANIFEST, json.dumps(spec, indent=1).encode())
-    return _write_shard(ds, out, writer, shard, progress, log)
+    rendered = sum(_write_shard(w.ds, out, w, shard, progress, log, split) for w, split in zip(writers, splits))
+    writers[-1].finish()
+    return rendered
 
 
-def _write_shard(ds, out: Path, writer, shard: tuple[int, int], progress: bool, log: Callable[[str], None]) -> int:
+def _write_shard(ds, out: Path, writer, shard: tuple[int, int], progress: bool, log: Callable[[str], None],
+                 split: str) -> int:
   index, count = shard
   chunks = math.ceil(len(ds) / writer.chunk)
   mine = [range(k * writer.chunk, min((k + 1) * writer.chunk, len(ds))) for k in range(index, chunks, count)]
   total = sum(len(r) for r in mine)
   done = sum(writer.done(r) for r in mine)
   rendered = 0
-  with tqdm(total=total, initial=done, unit="img", desc=f"{ds.name} shard {index}/{count}",
+  with tqdm(total=total, initial=done, unit="img", desc=f"{ds.name} {split} shard {index}/{count}",
             disable=not progress, smoothing=0.1) as bar:
     for r in mine:
       left = len(r) - writer.done(r)
@@ -217,6 +236,6 @@ def _write_shard(ds, out: Path, writer, shard: tuple[int, int], progress: bool, 
         writer.write(r)
         rendered += left
         bar.update(left)
-  writer.finish(chunks)
-  log(f"{out}: {total} images in shard {index}/{count} ({rendered} rendered now, {total - rendered} already there)")
+  log(f"{out}: {total} {split} images in shard {index}/{count} ({rendered} rendered now, {total - rendered} "
+      "already there)")
   return rendered

@@ -1,7 +1,7 @@
 """Input pipeline on grain: source -> shuffle -> augment -> per-host slice -> batch -> mix -> prefetch.
 
-Sources are random access (`len`, `src[i] -> (uint8 image, int label)`): the fractal and single-image
-sources render on the fly in grain's worker threads (Numba releases the GIL), so pretraining needs no
+Sources (fractalpre.sources) are random access (`len`, `src[i] -> (uint8 image, int label)`): the fractal
+and single-image sources render on the fly in grain's worker threads (Numba releases the GIL), so pretraining needs no
 dataset on disk. Every random choice is seeded by grain from (seed, element index), so the batch at a
 given step is a pure function of the config, and the iterator's state (`get_state`, checkpointed with the
 model) puts a resumed run on exactly the batches it would have seen.
@@ -19,82 +19,6 @@ from PIL import Image
 
 MEAN, STD = 0.5, 0.5
 MIN_SHUFFLE = 1024  # shuffle at least this many elements per epoch (tiny sources are repeated)
-
-
-# ----------------------------------------------------------------------------------------- sources
-class Digits:
-  """scikit-learn's 1797 real 8x8 handwritten digits: a fixed stratified split (test_fraction), and
-  optionally only the first `labels_per_class` training images of each class (few-label fine-tuning)."""
-
-  num_classes = 10
-
-  def __init__(self, split: str = "train", labels_per_class: int | None = None, test_fraction: float = 0.5,
-               seed: int = 0):
-    from sklearn.datasets import load_digits
-    if split not in ("train", "test"):
-      raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    data = load_digits()
-    images = np.round(data.images * (255 / 16)).astype(np.uint8)
-    order = np.random.default_rng(seed).permutation(len(images))
-    picked = []
-    for c in range(10):
-      members = order[data.target[order] == c]
-      cut = int(round(len(members) * (1 - test_fraction)))
-      members = members[:cut] if split == "train" else members[cut:]
-      if split == "train" and labels_per_class is not None:
-        if not 1 <= labels_per_class <= cut:
-          raise ValueError(f"labels_per_class must be in [1, {cut}], got {labels_per_class}")
-        members = members[:labels_per_class]
-      picked.append(members)
-    self.indices = np.sort(np.concatenate(picked))
-    self.images, self.labels = images[self.indices], data.target[self.indices]
-
-  def __len__(self):
-    return len(self.indices)
-
-  def __getitem__(self, i):
-    return self.images[i], int(self.labels[i])
-
-
-class TfdsSource:
-  """A TFDS split through `tfds.data_source` (array_record; no TensorFlow at run time)."""
-
-  def __init__(self, name: str, split: str, data_dir: str | None = None):
-    import tensorflow_datasets as tfds
-    if name.startswith("/") or name.startswith("."):
-      builder = tfds.builder_from_directory(name)
-    else:
-      builder = tfds.builder(name, data_dir=data_dir)
-    self.source = builder.as_data_source(split=split)
-    self.num_classes = builder.info.features["label"].num_classes
-
-  def __len__(self):
-    return len(self.source)
-
-  def __getitem__(self, i):
-    example = self.source[i]
-    return np.asarray(example["image"]), int(example["label"])
-
-
-def get_source(cfg: ml_collections.ConfigDict, split: str = "train"):
-  """The source a data config names: 1p-frac, fractaldb, 1p-img, digits or tfds."""
-  from fractalpre import datasets, single_image
-  kind = cfg.kind
-  if kind == "1p-frac":
-    return datasets.OnePFrac(num_classes=cfg.num_classes, delta=cfg.get("delta", 0.1), sigma=cfg.get("sigma", 3.5),
-                             size=cfg.render_size, points=cfg.points, seed=cfg.get("seed", 0))
-  if kind == "fractaldb":
-    return datasets.FractalDB(num_classes=cfg.num_classes, instances_per_class=cfg.instances_per_class,
-                              size=cfg.render_size, points=cfg.points, seed=cfg.get("seed", 0))
-  if kind == "1p-img":
-    return single_image.SingleImage(image=cfg.image, num_classes=cfg.num_classes, delta=cfg.get("delta", 0.1),
-                                    size=cfg.render_size, seed=cfg.get("seed", 0),
-                                    rendering=cfg.get("rendering", "gray"))
-  if kind == "digits":
-    return Digits(split, cfg.get("labels_per_class") if split == "train" else None, seed=cfg.get("seed", 0))
-  if kind == "tfds":
-    return TfdsSource(cfg.name, cfg.get(f"{split}_split", split), cfg.get("data_dir"))
-  raise ValueError(f"data.kind must be one of ('1p-frac', 'fractaldb', '1p-img', 'digits', 'tfds'), got {kind!r}")
 
 
 # ----------------------------------------------------------------------------------------- augmentation

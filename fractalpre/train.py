@@ -13,12 +13,26 @@ from fractalpre.classification import train_and_evaluate
 from fractalpre.trainer import NonFiniteLoss
 
 
-def load_config(spec: str) -> ml_collections.ConfigDict:
-  """'configs/x.py:arg' -> get_config(arg) of that file; a missing file or a bad argument is a UsageError."""
+def config_path(spec: str) -> str:
+  """'FILE.py[:arg]' or a packaged config's name ('pretrain_1pfrac_vit[:arg]', from the installed `configs`
+  package) -> 'FILE.py[:arg]'; anything else is a UsageError naming the packaged configs."""
   import importlib.util
-  path, _, arg = spec.partition(":")
-  if not Path(path).is_file():
-    raise fileio.UsageError(f"--config {path} is not a file")
+  path, colon, arg = spec.partition(":")
+  if Path(path).is_file():
+    return spec
+  package = importlib.util.find_spec("configs")
+  folder = Path(next(iter(package.submodule_search_locations))) if package else None
+  packaged = sorted(p.stem for p in folder.glob("*.py") if p.stem not in ("__init__", "common")) if folder else []
+  if path.removesuffix(".py").removeprefix("configs/") in packaged:
+    return f"{folder / (path.removesuffix('.py').removeprefix('configs/') + '.py')}{colon}{arg}"
+  raise fileio.UsageError(f"--config {path} is not a file or a packaged config ({', '.join(packaged)})")
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """'configs/x.py:arg' (or a packaged config's name) -> get_config(arg) of that file; a missing file or a
+  bad argument is a UsageError."""
+  import importlib.util
+  path, _, arg = config_path(spec).partition(":")
   module_spec = importlib.util.spec_from_file_location("fractalpre_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
@@ -59,9 +73,13 @@ def flatten_keys(config, prefix=""):
 
 
 def _parse_flags(argv: list[str], prog: str):
-  """absl's flags parsed from argv, or one line and exit 2 for a bad flag, config, argument or value."""
+  """absl's flags parsed from argv, or one line and exit 2 for a bad flag, config, argument or value. A
+  packaged config's name is replaced by its file before absl reads it."""
   from absl import flags
   try:
+    spec = _config_spec(argv[1:])
+    if spec is not None:
+      argv = [a.replace(spec, config_path(spec)) if a in (spec, f"--config={spec}") else a for a in argv]
     error = unknown_override(argv[1:], prog)
     if error:
       raise SystemExit(fileio.fail(error))

@@ -38,7 +38,7 @@ def init_state(config, model, tx, rng, input_shape: tuple[int, ...]):
   variables = model.init({"params": rng}, jnp.zeros(input_shape), train=False)
   params = variables["params"]
   if config.get("init_from"):
-    params = transfer.merge_pretrained(params, checkpointing.load_params(config.init_from))
+    params = transfer.merge_pretrained(params, checkpointing.load_state(config.init_from)["params"])
   # fp8 amax histories and scales live beside the parameters, outside the optimizer: each step
   # overwrites them with the values its forward/backward pass computed.
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "batch_stats": variables.get("batch_stats", {}),

@@ -65,7 +65,7 @@ def _write_tfds(decisions, out: Path) -> None:
     export.write_tfds_shard(features, examples, path)
     shards.append(path)
     lengths.append(len(part))
-  export.write_tfds_metadata(out, features, shards, lengths, "images kept by superres curate")
+  export.write_tfds_metadata(out, features, {"train": (shards, lengths)}, "images kept by superres curate")
 
 
 def _estimate(args) -> None:

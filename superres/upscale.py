@@ -72,5 +72,5 @@ def load(checkpoint: str | Path, **kwargs) -> Upscaler:
   if "scale" not in config:
     raise ValueError(f"checkpoint {str(checkpoint)!r} was not written by superres.train (no scale in its config)")
   model = models.from_config(config)
-  params = checkpointing.load_params(workdir)
+  params = checkpointing.load_state(workdir)["params"]
   return Upscaler(model, params, config.scale, **kwargs)

@@ -12,9 +12,9 @@ import jax.numpy as jnp
 
 from fractalpre.models import resnet, vit
 
-_VIT = {"vit_cpu": "cpu", "vit_ti16": "Ti/16", "vit_s16": "S/16", "vit_b16": "B/16"}
-_RESNET = {"resnet18": "18", "resnet50": "50"}
-NAMES = tuple(_VIT) + tuple(_RESNET)
+VIT = {"vit_cpu": "cpu", "vit_ti16": "Ti/16", "vit_s16": "S/16", "vit_b16": "B/16"}
+RESNET = {"resnet18": "18", "resnet50": "50"}
+NAMES = tuple(VIT) + tuple(RESNET)
 DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16, "fp8": jnp.bfloat16}
 FP8_COLLECTION = "_overwrite_with_gradient"
 
@@ -23,12 +23,12 @@ def get_model(name: str, num_classes: int, precision: str = "fp32", **kwargs):
   """A Flax module by registry name; `kwargs` override the variant (patch, pool, drop_path, ...)."""
   if precision not in DTYPES:
     raise ValueError(f"precision must be one of {tuple(DTYPES)}, got {precision!r}")
-  if name in _VIT:
+  if name in VIT:
     fp8 = {"dot_general_cls": nn.Fp8DirectDotGeneralOp} if precision == "fp8" else {}
-    return vit.ViT(num_classes=num_classes, dtype=DTYPES[precision], **{**vit.VARIANTS[_VIT[name]], **fp8, **kwargs})
+    return vit.ViT(num_classes=num_classes, dtype=DTYPES[precision], **{**vit.VARIANTS[VIT[name]], **fp8, **kwargs})
   if precision == "fp8":
-    raise ValueError(f"precision 'fp8' is supported for the ViT models {tuple(_VIT)}, got {name!r}")
-  if name in _RESNET:
+    raise ValueError(f"precision 'fp8' is supported for the ViT models {tuple(VIT)}, got {name!r}")
+  if name in RESNET:
     return resnet.ResNet(num_classes=num_classes, dtype=DTYPES[precision],
-                         **{**resnet.VARIANTS[_RESNET[name]], **kwargs})
+                         **{**resnet.VARIANTS[RESNET[name]], **kwargs})
   raise ValueError(f"model must be one of {NAMES}, got {name!r}")

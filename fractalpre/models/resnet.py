@@ -1,7 +1,9 @@
 """ResNet-18 / ResNet-50 (He et al.) in Flax Linen.
 
-BatchNorm statistics are computed over the whole global batch: under `jax.jit` with the batch sharded
-over the mesh, the mean over the batch axis is a cross-device mean, so no explicit `pmean` is needed.
+Paddings are PyTorch's (k // 2 on every side; XLA's SAME pads a stride-2 convolution on one side only), so
+the weights export to timm's resnet18 / resnet50 exactly. BatchNorm statistics are computed over the whole
+global batch: under `jax.jit` with the batch sharded over the mesh, the mean over the batch axis is a
+cross-device mean, so no explicit `pmean` is needed.
 """
 from __future__ import annotations
 
@@ -9,6 +11,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 VARIANTS = {"18": dict(stages=(2, 2, 2, 2), bottleneck=False), "50": dict(stages=(3, 4, 6, 3), bottleneck=True)}
+
+
+def _pad(kernel: int) -> tuple:
+  return ((kernel // 2, kernel // 2),) * 2
 
 
 class Block(nn.Module):
@@ -19,7 +25,7 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = lambda f, k, s=1: nn.Conv(f, (k, k), strides=s, padding="SAME", use_bias=False, dtype=self.dtype)
+    conv = lambda f, k, s=1: nn.Conv(f, (k, k), strides=s, padding=_pad(k), use_bias=False, dtype=self.dtype)
     norm = lambda **kw: nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=jnp.float32, **kw)
     out_filters = self.filters * (4 if self.bottleneck else 1)
     if self.bottleneck:
@@ -43,11 +49,12 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, images, train: bool = False):
     small = images.shape[1] <= 64  # CIFAR-style stem for small inputs
-    x = nn.Conv(64, (3, 3) if small else (7, 7), strides=1 if small else 2, use_bias=False,
-                dtype=self.dtype, name="stem")(images)
+    k = 3 if small else 7
+    x = nn.Conv(64, (k, k), strides=1 if small else 2, padding=_pad(k), use_bias=False, dtype=self.dtype,
+                name="stem")(images)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=jnp.float32)(x))
     if not small:
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
     for i, blocks in enumerate(self.stages):
       for j in range(blocks):
         x = Block(64 * 2**i, 2 if (j == 0 and i > 0) else 1, self.bottleneck, self.dtype)(x, train)

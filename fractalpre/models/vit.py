@@ -2,7 +2,8 @@
 
 Variants by name: `Ti/16`, `S/16`, `B/16` and the CPU-sized `cpu` (patch 4, width 96, depth 4), which
 trains at 32 px in minutes on two cores. Pooling `tok` (class token) or `gap` (mean of tokens); the
-head is zero-initialised so a fresh head starts at uniform predictions. `mup_base_width` > 0 switches on
+head is zero-initialised so a fresh head starts at uniform predictions. The layout is timm's VisionTransformer
+(exact GELU, LayerNorm eps 1e-6, no position embedding on the class token), so weights export exactly. `mup_base_width` > 0 switches on
 muP's forward-pass changes (fractalpre.mup): readout times base / width, attention logits over d_head.
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ class MlpBlock(nn.Module):
     dense = lambda n: nn.Dense(n, dtype=self.dtype, dot_general_cls=self.dot_general_cls,
                                kernel_init=nn.initializers.xavier_uniform(),
                                bias_init=nn.initializers.normal(1e-6))
-    return dense(x.shape[-1])(nn.gelu(dense(self.mlp_dim)(x)))
+    return dense(x.shape[-1])(nn.gelu(dense(self.mlp_dim)(x), approximate=False))  # exact, as timm / PyTorch
 
 
 def _attention_over_d(query, key, value, **kwargs):

@@ -11,7 +11,7 @@ from jax.sharding import PartitionSpec as P
 
 import ml_collections
 
-from fractalpre import augment, device_data, input_pipeline, trainer
+from fractalpre import augment, device_data, input_pipeline, sources, trainer
 
 KEY = jax.random.key(7)
 
@@ -99,7 +99,7 @@ def _device_batch(n_devices, source, step, **recipe):
 
 
 def test_a_global_batch_is_the_same_bits_on_1_and_8_devices_and_gray_stays_one_channel():
-  source = input_pipeline.get_source(ml_collections.ConfigDict(
+  source = sources.get_source(ml_collections.ConfigDict(
       dict(kind="1p-frac", num_classes=8, render_size=24, points=300, seed=0)))
   for step in (5,):
     one, _ = _device_batch(1, source, step, cutmix=1.0)

@@ -105,6 +105,9 @@ print("ok")
     (["--delta", "inf"], "--delta must be a finite number >= 0, got inf"),
     (["--instances", "0"], "--instances must be > 0, got 0"),
     (["--dataset", "fractaldb", "--delta", "0.2", "--sigma", "3"], "--delta, --sigma: only for --dataset 1p-frac"),
+    (["--test-instances", "-1"], "--test-instances must be >= 0, got -1"),
+    (["--dataset", "fractaldb", "--instances", "999", "--test-instances", "2"],
+     r"--test-instances must be in \[1, 1\] \(fractaldb has 1000 distinct instances per class\), got 2"),
 ])
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args, message):
   out = tmp_path / "never"

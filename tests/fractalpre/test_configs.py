@@ -43,3 +43,22 @@ def test_first_moment_can_be_kept_in_bf16(name):
   cfg.mu_dtype = "float16"
   with pytest.raises(ValueError, match="optim.mu_dtype must be"):
     optim.make(cfg, 10)
+
+
+def test_a_packaged_config_loads_by_name_from_any_folder(tmp_path, monkeypatch):
+  by_path = train.load_config("configs/pretrain_1pfrac_vit.py:runlocal,delta=0.2")
+  monkeypatch.chdir(tmp_path)  # no configs/ folder here: the installed package's is used
+  for spec in ("pretrain_1pfrac_vit:runlocal,delta=0.2", "configs/pretrain_1pfrac_vit.py:runlocal,delta=0.2"):
+    assert train.load_config(spec).to_dict() == by_path.to_dict()
+  with pytest.raises(ValueError, match=r"--config pretrain_nope is not a file or a packaged config \(finetune, "):
+    train.load_config("pretrain_nope")
+
+
+def test_generated_dataset_config_needs_a_folder_and_finds_its_format(tmp_path):
+  with pytest.raises(ValueError, match="needs :path=FOLDER"):
+    train.load_config("configs/pretrain_generated_vit.py")
+  with pytest.raises(ValueError, match="is not a folder"):
+    train.load_config(f"configs/pretrain_generated_vit.py:path={tmp_path / 'none'}")
+  (tmp_path / "test").mkdir()
+  config = train.load_config(f"configs/pretrain_generated_vit.py:path={tmp_path},runlocal")
+  assert config.data.kind == "folder" and config.eval_every == config.total_steps

@@ -69,8 +69,8 @@ def test_bad_arguments(kwargs, message):
 
 
 def test_bma_averages_the_samples_probabilities():
-  from fractalpre import classification, evaluate, input_pipeline, trainer
-  source = input_pipeline.Digits("test")
+  from fractalpre import classification, evaluate, input_pipeline, sources, trainer
+  source = sources.Digits("test")
   rng = np.random.default_rng(0)
   weights = [rng.normal(size=(32 * 32 * 3, 10)).astype(np.float32) * 0.01 for _ in range(3)]
   logits_fn = lambda state, images: images.reshape(len(images), -1) @ state["w"]
@@ -87,7 +87,7 @@ def test_bma_averages_the_samples_probabilities():
 
 
 def test_ivon_finetuning_learns_curvature_and_reports_bma(tmp_path):
-  from fractalpre import classification, input_pipeline, train
+  from fractalpre import classification, sources, train
   config = train.load_config("configs/finetune.py:dataset=digits,labels_per_class=5,optimizer=ivon,ess=0,steps=3,batch=64,bma=2")
   config.model.update(dict(patch=8, width=32, depth=1, mlp_dim=64, heads=2))
   config.tensorboard = False
@@ -96,7 +96,7 @@ def test_ivon_finetuning_learns_curvature_and_reports_bma(tmp_path):
     assert np.isfinite(final[f"eval_{k}"]) and np.isfinite(final[f"eval_bma_{k}"])
   assert final["eval_bma_nll"] != final["eval_nll"]  # the samples differ from the mean
   saved = json.loads((tmp_path / "config.json").read_text())
-  assert saved["optim"]["ess"] == len(input_pipeline.Digits("train", labels_per_class=5)) == 50
+  assert saved["optim"]["ess"] == len(sources.Digits("train", labels_per_class=5)) == 50
   import orbax.checkpoint as ocp
   state = ocp.CheckpointManager((tmp_path / "checkpoints").absolute(), item_names=("state", "data")).restore(
       3, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]

@@ -1,4 +1,5 @@
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -63,15 +64,18 @@ def _run_script(workdir, total_steps):
 
 def test_sigkilled_run_resumes_bit_exact(tmp_path):
   whole, killed = tmp_path / "whole", tmp_path / "killed"
-  subprocess.run([sys.executable, "-c", _run_script(whole, 14)], check=True, capture_output=True)
-  proc = subprocess.Popen([sys.executable, "-c", _run_script(killed, 14)], stderr=subprocess.DEVNULL)
+  # The later processes load the first one's compiled programs from JAX's persistent cache.
+  env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+  subprocess.run([sys.executable, "-c", _run_script(whole, 14)], check=True, capture_output=True, env=env)
+  proc = subprocess.Popen([sys.executable, "-c", _run_script(killed, 14)], stderr=subprocess.DEVNULL, env=env)
   deadline = time.time() + 240
   while time.time() < deadline and len(metric_logging.read(killed)) < 7:
     time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert 0 < len(metric_logging.read(killed)) < 14
-  subprocess.run([sys.executable, "-c", _run_script(killed, 14)], check=True, capture_output=True)
+  subprocess.run([sys.executable, "-c", _run_script(killed, 14)], check=True, capture_output=True, env=env)
   assert metric_logging.read(killed) == metric_logging.read(whole)
 
 
@@ -85,11 +89,11 @@ def test_damaged_checkpoints_are_moved_aside_and_the_run_saves_again(tmp_path, c
   config = lambda: tiny_config(total_steps=6, checkpoint_every=2)
   reference = tmp_path / "reference"
   classification.train_and_evaluate(config(), reference, progress=False)
-  final_params = checkpointing.load_params(reference)
+  final_params = checkpointing.load_state(reference)["params"]
 
   def assert_final_checkpoint_saved():
     caplog.clear()
-    jax.tree.map(np.testing.assert_array_equal, checkpointing.load_params(run), final_params)
+    jax.tree.map(np.testing.assert_array_equal, checkpointing.load_state(run)["params"], final_params)
     assert "could not be restored" not in caplog.text  # step 6 itself loaded
     assert metric_logging.read(run) == metric_logging.read(reference)
 
@@ -127,7 +131,7 @@ def test_finetune_loads_pretrained_weights_and_resamples_position_embeddings(tmp
                                                augment=config.data.augment.to_dict()))
   config.optim.lr = 0.0  # so the fine-tuned weights are the loaded ones
   final = classification.train_and_evaluate(config, tmp_path / "ft", progress=False)
-  pre, ft = checkpointing.load_params(tmp_path / "pre"), checkpointing.load_params(tmp_path / "ft")
+  pre, ft = checkpointing.load_state(tmp_path / "pre")["params"], checkpointing.load_state(tmp_path / "ft")["params"]
   np.testing.assert_array_equal(ft["block0"]["MlpBlock_0"]["Dense_0"]["kernel"],
                                 pre["block0"]["MlpBlock_0"]["Dense_0"]["kernel"])
   assert pre["pos_embedding"].shape == (1, 4, 32) and ft["pos_embedding"].shape == (1, 16, 32)

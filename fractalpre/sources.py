@@ -1,0 +1,145 @@
+"""Random-access sources of real images (`len`, `src[i] -> (uint8 image, int label)`, `num_classes`) and
+`get_source`, which builds any source, fractal or real, from a data config."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+
+class Digits:
+  """scikit-learn's 1797 real 8x8 handwritten digits: a fixed stratified split (test_fraction), and
+  optionally only the first `labels_per_class` training images of each class (few-label fine-tuning)."""
+
+  num_classes = 10
+
+  def __init__(self, split: str = "train", labels_per_class: int | None = None, test_fraction: float = 0.5,
+               seed: int = 0):
+    from sklearn.datasets import load_digits
+    if split not in ("train", "test"):
+      raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    data = load_digits()
+    images = np.round(data.images * (255 / 16)).astype(np.uint8)
+    order = np.random.default_rng(seed).permutation(len(images))
+    picked = []
+    for c in range(10):
+      members = order[data.target[order] == c]
+      cut = int(round(len(members) * (1 - test_fraction)))
+      members = members[:cut] if split == "train" else members[cut:]
+      if split == "train" and labels_per_class is not None:
+        if not 1 <= labels_per_class <= cut:
+          raise ValueError(f"labels_per_class must be in [1, {cut}], got {labels_per_class}")
+        members = members[:labels_per_class]
+      picked.append(members)
+    self.indices = np.sort(np.concatenate(picked))
+    self.images, self.labels = images[self.indices], data.target[self.indices]
+
+  def __len__(self):
+    return len(self.indices)
+
+  def __getitem__(self, i):
+    return self.images[i], int(self.labels[i])
+
+
+class TfdsSource:
+  """A TFDS split through `tfds.data_source` (array_record; no TensorFlow at run time). `name` is a
+  registry name (with `data_dir`) or a dataset folder, relative or absolute (what `fractalpre generate
+  --format tfds` writes)."""
+
+  def __init__(self, name: str, split: str, data_dir: str | None = None):
+    import tensorflow_datasets as tfds
+    if Path(name).is_dir():
+      builder = tfds.builder_from_directory(str(Path(name).absolute()))
+    elif "/" in name or name.startswith("."):
+      raise ValueError(f"data.name {name!r} is not a folder (a TFDS dataset folder, or a registry name "
+                       "such as 'mnist')")
+    else:
+      builder = tfds.builder(name, data_dir=data_dir)
+    if split.split("[")[0] not in builder.info.splits:
+      raise ValueError(f"TFDS dataset {name!r} has no split {split!r}; it has {sorted(builder.info.splits)}")
+    self.source = builder.as_data_source(split=split)
+    self.num_classes = builder.info.features["label"].num_classes
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    example = self.source[i]
+    return np.asarray(example["image"]), int(example["label"])
+
+
+class ImageFolder:
+  """torchvision's ImageFolder layout: ROOT/<class>/<image>, classes the sorted sub-folder names, images
+  sorted by name, in any format Pillow reads (gray stays one channel, the rest becomes RGB). A split reads
+  ROOT/<split>/ when it exists (what `fractalpre generate --test-instances` writes); otherwise ROOT itself,
+  with the last `test_fraction` of each class's images held out as `test`."""
+
+  EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+  def __init__(self, path: str, split: str = "train", test_fraction: float = 0.0):
+    root = Path(path)
+    if not root.is_dir():
+      raise ValueError(f"data.path {path!r} is not a folder")
+    if not 0 <= test_fraction < 1:
+      raise ValueError(f"data.test_fraction must be in [0, 1), got {test_fraction}")
+    held_out = not (root / split).is_dir()
+    if held_out:
+      if split not in ("train", "test"):
+        raise ValueError(f"data.path {path!r} has no {split}/ folder")
+      if split == "test" and not test_fraction:
+        raise ValueError(f"data.path {path!r} has no test/ folder; set data.test_fraction to hold out part "
+                         "of each class")
+    else:
+      root = root / split
+    self.classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not self.classes:
+      raise ValueError(f"data.path {str(root)!r} holds no class folders (ROOT/<class>/<image>)")
+    self.files, labels = [], []
+    for label, name in enumerate(self.classes):
+      files = sorted(f for f in (root / name).iterdir() if f.suffix.lower() in self.EXTENSIONS)
+      if held_out and test_fraction:
+        cut = len(files) - int(round(len(files) * test_fraction))
+        files = files[:cut] if split == "train" else files[cut:]
+      self.files += files
+      labels += [label] * len(files)
+    if not self.files:
+      raise ValueError(f"data.path {str(root)!r} holds no images for split {split!r}")
+    self.labels = np.array(labels, np.int64)
+    self.num_classes = len(self.classes)
+
+  def __len__(self):
+    return len(self.files)
+
+  def __getitem__(self, i):
+    from PIL import Image
+    with Image.open(self.files[i]) as image:
+      gray = image.mode in ("1", "L", "LA", "I", "I;16", "F")
+      return np.asarray(image.convert("L" if gray else "RGB")), int(self.labels[i])
+
+
+def get_source(cfg: ml_collections.ConfigDict, split: str = "train"):
+  """The source a data config names: 1p-frac, fractaldb, 1p-img, digits, folder or tfds."""
+  from fractalpre import datasets, single_image
+  kind = cfg.kind
+  if kind == "1p-frac":
+    return datasets.OnePFrac(num_classes=cfg.num_classes, delta=cfg.get("delta", 0.1), sigma=cfg.get("sigma", 3.5),
+                             size=cfg.render_size, points=cfg.points, seed=cfg.get("seed", 0))
+  if kind == "fractaldb":
+    return datasets.FractalDB(num_classes=cfg.num_classes, instances_per_class=cfg.instances_per_class,
+                              size=cfg.render_size, points=cfg.points, seed=cfg.get("seed", 0))
+  if kind == "1p-img":
+    return single_image.SingleImage(image=cfg.image, num_classes=cfg.num_classes, delta=cfg.get("delta", 0.1),
+                                    size=cfg.render_size, seed=cfg.get("seed", 0),
+                                    rendering=cfg.get("rendering", "gray"))
+  if kind == "digits":
+    return Digits(split, cfg.get("labels_per_class") if split == "train" else None, seed=cfg.get("seed", 0))
+  if kind == "tfds":
+    return TfdsSource(cfg.name, cfg.get(f"{split}_split", split), cfg.get("data_dir"))
+  if kind == "folder":
+    return ImageFolder(cfg.path, cfg.get(f"{split}_split", split), cfg.get("test_fraction", 0.0))
+  raise ValueError(f"data.kind must be one of {KINDS}, got {kind!r}")
+
+
+KINDS = ("1p-frac", "fractaldb", "1p-img", "digits", "folder", "tfds")
+
+

@@ -1,0 +1,152 @@
+"""A trained checkpoint's weights in timm's names and layouts, for fine-tuning in PyTorch.
+
+`fractalpre export --checkpoint WORKDIR --format timm --out FILE.safetensors` writes the parameters as a
+safetensors file that `timm.create_model(architecture, **model_args).load_state_dict(...)` takes as it is,
+and FILE.json in the layout of a timm hub `config.json` (architecture, model_args, pretrained_cfg with the
+input size and normalisation). Layouts: PyTorch's Linear stores (out, in) and Conv2d (out, in, kh, kw);
+Flax stores (in, out) and (kh, kw, in, out). timm fuses q, k and v into one (3 * width, width) matrix.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import flax
+import ml_collections
+import numpy as np
+
+from fractalpre import checkpointing, fileio, workdir
+from fractalpre.models import vit
+
+# Our registry name -> the timm architecture it is built as (model_args give the exact sizes, so the
+# CPU-sized ViT is timm's ViT-Ti class at its own width and depth).
+TIMM_NAMES = {"vit_cpu": "vit_tiny_patch16_224", "vit_ti16": "vit_tiny_patch16_224",
+              "vit_s16": "vit_small_patch16_224", "vit_b16": "vit_base_patch16_224",
+              "resnet18": "resnet18", "resnet50": "resnet50"}
+FORMATS = ("timm",)
+MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # fractalpre.augment.to_model_input: x / 255 * 2 - 1
+
+
+def _linear(tree: dict) -> dict:
+  return {"weight": np.asarray(tree["kernel"]).T, "bias": np.asarray(tree["bias"])}
+
+
+def _conv(kernel) -> np.ndarray:
+  return np.ascontiguousarray(np.asarray(kernel).transpose(3, 2, 0, 1))
+
+
+def _norm(tree: dict) -> dict:
+  return {"weight": np.asarray(tree["scale"]), "bias": np.asarray(tree["bias"])}
+
+
+def vit_state_dict(params: dict, mup_scale: float = 1.0, pool: str = "tok") -> dict[str, np.ndarray]:
+  """timm VisionTransformer weights (no_embed_class: position embeddings cover the patches only, as here).
+  `mup_scale` = base width / width folds muP's forward changes into the weights: the readout multiplier
+  into the head and the extra 1 / sqrt(d_head) of the attention logits into the query projection."""
+  out = {"patch_embed.proj.weight": _conv(params["embedding"]["kernel"]),
+         "patch_embed.proj.bias": np.asarray(params["embedding"]["bias"]),
+         "pos_embed": np.asarray(params["pos_embedding"])}
+  if pool == "tok":
+    out["cls_token"] = np.asarray(params["cls"])
+  depth = sum(1 for k in params if k.startswith("block"))
+  for i in range(depth):
+    block, pre = params[f"block{i}"], f"blocks.{i}."
+    attn = block["MultiHeadDotProductAttention_0"]
+    width, heads, head_dim = attn["query"]["kernel"].shape
+    q_scale = 1.0 / math.sqrt(head_dim) if mup_scale != 1.0 else 1.0
+    qkv = [np.asarray(attn[n]["kernel"]).reshape(width, heads * head_dim).T for n in ("query", "key", "value")]
+    qkv_bias = [np.asarray(attn[n]["bias"]).reshape(heads * head_dim) for n in ("query", "key", "value")]
+    qkv[0], qkv_bias[0] = qkv[0] * q_scale, qkv_bias[0] * q_scale
+    out[pre + "attn.qkv.weight"] = np.concatenate(qkv, 0)
+    out[pre + "attn.qkv.bias"] = np.concatenate(qkv_bias, 0)
+    out[pre + "attn.proj.weight"] = np.asarray(attn["out"]["kernel"]).reshape(heads * head_dim, width).T
+    out[pre + "attn.proj.bias"] = np.asarray(attn["out"]["bias"])
+    for ours, theirs in (("LayerNorm_0", "norm1"), ("LayerNorm_1", "norm2")):
+      out.update({f"{pre}{theirs}.{k}": v for k, v in _norm(block[ours]).items()})
+    for ours, theirs in (("Dense_1", "fc1"), ("Dense_0", "fc2")):  # MlpBlock creates its output layer first
+      out.update({f"{pre}mlp.{theirs}.{k}": v for k, v in _linear(block["MlpBlock_0"][ours]).items()})
+  out.update({f"norm.{k}": v for k, v in _norm(params["encoder_norm"]).items()})
+  out.update({f"head.{k}": v * mup_scale for k, v in _linear(params["head"]).items()})
+  return out
+
+
+def _batch_norm(params: dict, stats: dict) -> dict:
+  return {"weight": np.asarray(params["scale"]), "bias": np.asarray(params["bias"]),
+          "running_mean": np.asarray(stats["mean"]), "running_var": np.asarray(stats["var"])}
+
+
+def resnet_state_dict(params: dict, batch_stats: dict, stages: tuple[int, ...], bottleneck: bool) -> dict:
+  """timm ResNet weights: stem conv1/bn1, layerS.B.convK/bnK, the projection shortcut as downsample.0/.1."""
+  if np.asarray(params["stem"]["kernel"]).shape[:2] != (7, 7):
+    raise fileio.UsageError("timm's ResNets start with a 7x7 stride-2 stem and a max-pool; this checkpoint was "
+                            "trained at 64 px or less with the 3x3 CIFAR-style stem, which they do not have")
+  out = {"conv1.weight": _conv(params["stem"]["kernel"])}
+  out.update({f"bn1.{k}": v for k, v in _batch_norm(params["BatchNorm_0"], batch_stats["BatchNorm_0"]).items()})
+  convs = 3 if bottleneck else 2
+  b = 0
+  for s, blocks in enumerate(stages):
+    for j in range(blocks):
+      p, st, pre = params[f"Block_{b}"], batch_stats[f"Block_{b}"], f"layer{s + 1}.{j}."
+      for k in range(convs):
+        out[f"{pre}conv{k + 1}.weight"] = _conv(p[f"Conv_{k}"]["kernel"])
+        out.update({f"{pre}bn{k + 1}.{n}": v for n, v in _batch_norm(p[f"BatchNorm_{k}"], st[f"BatchNorm_{k}"]).items()})
+      if f"Conv_{convs}" in p:
+        out[f"{pre}downsample.0.weight"] = _conv(p[f"Conv_{convs}"]["kernel"])
+        out.update({f"{pre}downsample.1.{n}": v
+                    for n, v in _batch_norm(p[f"BatchNorm_{convs}"], st[f"BatchNorm_{convs}"]).items()})
+      b += 1
+  out.update({f"fc.{k}": v for k, v in _linear(params["head"]).items()})
+  return out
+
+
+def convert(config: ml_collections.ConfigDict, params: dict, batch_stats: dict) -> tuple[dict, dict]:
+  """(state dict, timm hub config) of a checkpoint trained with `config`."""
+  from fractalpre import trainer
+  from fractalpre.models import RESNET, VIT, resnet
+  name = config.model.name
+  if name not in TIMM_NAMES:
+    raise fileio.UsageError(f"model {name!r} has no timm counterpart; exportable: {sorted(TIMM_NAMES)}")
+  num_classes = int(np.asarray(params["head"]["bias"]).shape[0])
+  if name in VIT:
+    arch = {**vit.VARIANTS[VIT[name]], **{k: v for k, v in config.model.items() if k in vit.VARIANTS["cpu"]}}
+    pool = config.model.get("pool", "tok")
+    if pool not in ("tok", "gap"):
+      raise fileio.UsageError(f"model.pool {pool!r} has no timm counterpart; exportable: 'tok', 'gap'")
+    base = trainer.mup_base_width(config)
+    state = vit_state_dict(params, base / arch["width"] if base else 1.0, pool)
+    model_args = dict(img_size=config.image_size, patch_size=arch["patch"], embed_dim=arch["width"],
+                      depth=arch["depth"], num_heads=arch["heads"], mlp_ratio=arch["mlp_dim"] / arch["width"],
+                      no_embed_class=True, class_token=pool == "tok",
+                      global_pool="token" if pool == "tok" else "avg", fc_norm=False)
+  else:
+    arch = resnet.VARIANTS[RESNET[name]]
+    state = resnet_state_dict(params, batch_stats, arch["stages"], arch["bottleneck"])
+    model_args = {}
+  hub = {"architecture": TIMM_NAMES[name], "num_classes": num_classes, "model_args": model_args,
+         "pretrained_cfg": {"input_size": [3, config.image_size, config.image_size], "interpolation": "bilinear",
+                            "crop_pct": 1.0, "mean": list(MEAN), "std": list(STD), "num_classes": num_classes,
+                            "source": f"fractalpre {name}"}}
+  return {k: np.ascontiguousarray(v, np.float32) for k, v in state.items()}, hub
+
+
+def export(checkpoint: str | Path, out: str | Path, fmt: str = "timm") -> tuple[Path, Path]:
+  """Writes OUT (.safetensors) and OUT with .json from a training workdir's newest loadable checkpoint."""
+  from safetensors.numpy import save
+  if fmt not in FORMATS:
+    raise fileio.UsageError(f"--format must be one of {FORMATS}, got {fmt!r}")
+  out = Path(out)
+  if out.suffix != ".safetensors":
+    raise fileio.UsageError(f"--out must end in .safetensors, got {out}")
+  fileio.check_writable(out, "--out")
+  config_path = Path(checkpoint) / workdir.CONFIG
+  if not config_path.is_file():
+    raise fileio.UsageError(f"--checkpoint {checkpoint} holds no {workdir.CONFIG} (give a training workdir)")
+  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  state = checkpointing.load_state(checkpoint)
+  tensors, hub = convert(config, flax.core.unfreeze(state["params"]), flax.core.unfreeze(state["batch_stats"] or {}))
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fileio.write_atomic(out, save(tensors, metadata={"format": "pt"}))
+  meta = out.with_suffix(".json")
+  fileio.write_atomic(meta, json.dumps(hub, indent=1) + "\n")
+  return out, meta

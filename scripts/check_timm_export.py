@@ -1,0 +1,64 @@
+"""Checks an exported checkpoint against timm itself: our Flax logits vs timm's on the same images.
+
+  python scripts/check_timm_export.py --checkpoint WORKDIR [--out /tmp/weights.safetensors]
+
+Needs torch and timm (`pip install torch timm`; neither is a dependency of fractalpre). Exports the
+checkpoint with `fractalpre export`, builds `timm.create_model(architecture, **model_args)` from the
+written JSON, loads the safetensors file with strict key checking and compares logits on random images.
+Exit status 1 when they differ by more than --tolerance (relative to the largest logit, at least 1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+
+from fractalpre import checkpointing, fileio, timm_weights, workdir
+from fractalpre.classification import model_from_config
+
+
+def main(argv=None) -> int:
+  parser = fileio.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument("--checkpoint", required=True, help="a training workdir")
+  parser.add_argument("--out", default=None, help="where to write the export (default: a temporary folder)")
+  parser.add_argument("--images", type=int, default=4, help="random test images")
+  parser.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed relative logit difference")
+  args = parser.parse_args(argv)
+  try:
+    import timm
+    import torch
+    from safetensors.torch import load_file
+  except ImportError as e:
+    return fileio.fail(f"check_timm_export: error: needs torch and timm ({e}); pip install torch timm")
+  out = Path(args.out or Path(tempfile.mkdtemp()) / "weights.safetensors")
+  try:
+    weights, meta = timm_weights.export(args.checkpoint, out)
+  except fileio.UsageError as e:
+    return fileio.fail(f"check_timm_export: error: {e}")
+  hub = json.loads(meta.read_text())
+  net = timm.create_model(hub["architecture"], pretrained=False, num_classes=hub["num_classes"], **hub["model_args"])
+  net.load_state_dict(load_file(weights), strict=True)
+  net.eval()
+
+  config = ml_collections.ConfigDict(json.loads((Path(args.checkpoint) / workdir.CONFIG).read_text()))
+  state = checkpointing.load_state(args.checkpoint)
+  model = model_from_config(config, hub["num_classes"])
+  variables = {"params": state["params"], **({"batch_stats": state["batch_stats"]} if state["batch_stats"] else {})}
+  size = config.image_size
+  images = np.random.default_rng(0).uniform(-1, 1, (args.images, size, size, 3)).astype(np.float32)
+  ours = np.asarray(model.apply(variables, images, train=False))
+  with torch.no_grad():
+    theirs = net(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
+  error = float(np.max(np.abs(ours - theirs)) / max(1.0, float(np.max(np.abs(theirs)))))
+  print(f"timm {timm.__version__} {hub['architecture']} ({sum(p.numel() for p in net.parameters())} parameters): "
+        f"largest logit difference {error:.2e} of max(1, |logit|) (tolerance {args.tolerance:g})")
+  return 0 if error <= args.tolerance else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())
