@@ -10,7 +10,16 @@ STAMP := $(VENV)/.fractalpre-installed
 endif
 DEMO_OUT ?= demo_out
 
-.PHONY: setup demo test bench
+LOWER_VENV ?= .venv-lower
+# A fast subset that touches every dependency: IFS/rendering (numba), datasets and both writers (tfds,
+# array-record, pillow), the trainer end to end (jax, flax, optax, orbax, grain), Lion, timm export
+# (safetensors), SR metrics (scikit-image, scipy).
+LOWER_TESTS = tests/fractalpre/test_ifs.py tests/fractalpre/test_render.py tests/fractalpre/test_datasets.py \
+	tests/fractalpre/test_configs.py tests/fractalpre/test_timm_weights.py tests/fractalpre/test_parallel_lion.py \
+	tests/fractalpre/test_generate_train.py tests/fractalpre/test_fileio.py tests/superres/test_metrics.py \
+	tests/superres/test_quality.py
+
+.PHONY: setup demo test test-lower-bounds bench
 
 setup: $(STAMP)
 
@@ -28,6 +37,16 @@ demo: setup
 
 test: setup
 	$(PYTHON) -m pytest -q -n 2 tests
+	$(MAKE) test-lower-bounds
+
+# The declared minimum versions (pyproject.toml), installed exactly, in a second environment.
+test-lower-bounds:
+	@if [ ! -x $(LOWER_VENV)/bin/python ]; then python3 -m venv $(LOWER_VENV); fi
+	$(LOWER_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOWER_VENV)/bin/python .ci/lower_bounds.py > $(LOWER_VENV)/lower-bounds.txt
+	$(LOWER_VENV)/bin/python -m pip install -q -r $(LOWER_VENV)/lower-bounds.txt
+	$(LOWER_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(LOWER_VENV)/bin/python -m pytest -q -n 2 $(LOWER_TESTS)
 
 bench: setup
 	$(PYTHON) benchmarks/bench_generate.py

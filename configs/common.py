@@ -19,6 +19,11 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return out
 
 
+def wandb() -> ml_collections.ConfigDict:
+  """Weights & Biases logging, off while `project` is empty (needs `pip install 'fractalpre[wandb]'`)."""
+  return ml_collections.ConfigDict(dict(project="", mode="online", name=""))
+
+
 def disk_data(path: str) -> tuple[dict, bool]:
   """(data config, whether it has a test split) of a dataset folder: TFDS when it holds dataset_info.json,
   otherwise image class folders (OUT/<class>/ or OUT/train/<class>/ and OUT/test/<class>/)."""
@@ -70,6 +75,7 @@ def pretrain(data: dict, runlocal: bool, total_steps: int, warmup_steps: int) ->
   c.keep_checkpoints = 3
   c.eval_every = 0
   c.tensorboard = True
+  c.wandb = wandb()
   if runlocal:
     c.data.workers = 2
     c.image_size = 32
@@ -115,6 +121,7 @@ def sr(arg: str | None, model: str) -> ml_collections.ConfigDict:
   c.checkpoint_every = 5000
   c.keep_checkpoints = 3
   c.tensorboard = True
+  c.wandb = wandb()
   c.progress_unit = "patch"
   if a.runlocal:
     c.scale = 2 if a.scale == 4 else a.scale

@@ -66,4 +66,5 @@ def get_config(arg=None):
   c.keep_checkpoints = 2
   c.eval_every = a.steps
   c.tensorboard = True
+  c.wandb = common.wandb()
   return c

@@ -97,7 +97,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     return scores
 
   return trainer.fit(config, workdir, state, train_step, data, evaluate if eval_source is not None else None, progress,
-             restart)
+                     restart, samples=lambda: input_pipeline.sample_grid(source, config.image_size))
 
 
 AUGMENT_ON = ("device", "host")

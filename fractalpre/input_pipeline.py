@@ -67,13 +67,26 @@ def normalise(image: np.ndarray) -> np.ndarray:
   return ((image.astype(np.float32) / 255.0) - MEAN) / STD
 
 
-def evaluation_view(example, image_size: int):
-  image, label = example
+def resized_rgb(image, image_size: int) -> np.ndarray:
+  """A whole uint8 image (gray or RGB) as uint8 RGB (image_size, image_size, 3), bilinear."""
   image = np.asarray(image)
   if image.ndim == 3 and image.shape[-1] == 1:
     image = image[..., 0]
   pil = Image.fromarray(image).convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
-  return normalise(np.asarray(pil)), label
+  return np.asarray(pil)
+
+
+def evaluation_view(example, image_size: int):
+  image, label = example
+  return normalise(resized_rgb(image, image_size)), label
+
+
+def sample_grid(source, image_size: int, count: int = 16) -> np.ndarray:
+  """`count` images spread over a source, at the model's input size, tiled (for TensorBoard / W&B)."""
+  from fractalpre import fileio
+  step = max(1, len(source) // count)
+  return fileio.image_grid([resized_rgb(source[i][0], image_size) for i in range(0, len(source), step)[:count]],
+                           border=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -180,16 +180,17 @@ def check_batch(config) -> None:
 
 
 def fit(config, workdir, state, train_step, data, evaluate=None, progress: bool = True,
-        restart: bool = False) -> dict:
+        restart: bool = False, samples=None) -> dict:
   """The loop every task shares: claim the workdir (locked; refused if it holds a run of another config
   unless `restart`), resume from the newest good checkpoint, step, log one metrics line per logged step,
   evaluate every `eval_every` steps (`evaluate(state) -> {name: value}`), checkpoint the state with the
   data's position, stop on a non-finite loss. `data` hands each step its inputs (`host_batch()`) and has
-  a checkpointable `get_state`/`set_state` (fractalpre.device_data). Returns the last logged values."""
+  a checkpointable `get_state`/`set_state` (fractalpre.device_data). `samples() -> uint8 (H, W, 3)`: an
+  image of training samples, logged at the first step of a fresh run. Returns the last logged values."""
   workdir = Path(workdir)
   lock = workdirs.claim(workdir, config, restart)
   try:
-    return _loop(config, workdir, state, train_step, data, evaluate, progress)
+    return _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
   finally:
     if lock is not None:
       lock.release()
@@ -200,11 +201,12 @@ def _still_finite(finite, loss):
   return finite & jnp.isfinite(loss)
 
 
-def _loop(config, workdir, state, train_step, data, evaluate, progress) -> dict:
+def _loop(config, workdir, state, train_step, data, evaluate, progress, samples) -> dict:
   """Asynchronous: between log, eval and checkpoint steps nothing is fetched from the devices, so the
   host dispatches ahead while they compute, and the next inputs are on their way during each step."""
   ckpt = checkpointing.Checkpoints(workdir, config.get("keep_checkpoints", 3))
-  writer = metric_logging.MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
+  writer = metric_logging.MetricWriter(workdir, tensorboard=config.get("tensorboard", True),
+                                       wandb=config.get("wandb"), config=config.to_dict())
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
   restored = ckpt.restore_latest(abstract)
   start = 0
@@ -212,6 +214,8 @@ def _loop(config, workdir, state, train_step, data, evaluate, progress) -> dict:
     start, state, data_state = restored
     data.set_state(data_state)
   writer.truncate(start)  # a fresh start (no loadable checkpoint) drops the old records too
+  if start == 0 and samples is not None and (writer.tb or writer.wandb):
+    writer.write_image(1, "train_samples", samples())
   if restored is not None and jax.process_index() == 0:
     print(f"resumed from step {start} in {workdir / 'checkpoints'}", file=sys.stderr)
 

@@ -22,7 +22,7 @@ REPLACED = "replaced_runs"
 # workers, and the run's length (a longer run continues the same one; its schedule is stretched from the
 # resumed step on).
 HARMLESS = ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval_every", "eval_bma_samples",
-            "tensorboard", "progress_unit", "data.workers", "data.prefetch", "eval.tile", "eval.overlap")
+            "tensorboard", "wandb.project", "wandb.mode", "wandb.name", "progress_unit", "data.workers", "data.prefetch", "eval.tile", "eval.overlap")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

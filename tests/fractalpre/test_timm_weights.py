@@ -77,7 +77,7 @@ def _workdir(tmp_path, config, variables):
   run.mkdir()
   (run / workdir.CONFIG).write_text(config.to_json())
   ckpt = checkpointing.Checkpoints(run)
-  ckpt.save(7, {"step": np.int32(7), "params": variables["params"],
+  ckpt.save(7, {"step": np.asarray(7, np.int32), "params": variables["params"],
                 "batch_stats": variables.get("batch_stats", {}), "opt_state": {}}, {"position": 0})
   ckpt.wait()
   ckpt.close()
