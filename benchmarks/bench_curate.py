@@ -4,7 +4,6 @@ score on one image, and vectorised blockiness against the authors' per-block loo
 
   python benchmarks/bench_curate.py [--images 96] [--repeats 3]
 """
-import argparse
 import os
 import statistics
 import tempfile
@@ -15,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from machine import describe
+from fractalpre import fileio
 from superres import metrics, quality, scoring
 
 
@@ -42,9 +42,9 @@ def make_photos(folder: Path, count: int) -> None:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--images", type=int, default=96)
-  parser.add_argument("--repeats", type=int, default=3)
+  parser = fileio.ArgumentParser(description=__doc__)
+  parser.add_argument("--images", type=int, default=96, help="images to score")
+  parser.add_argument("--repeats", type=int, default=3, help="timed runs (the median is reported)")
   args = parser.parse_args()
   cores = os.cpu_count()
   print(f"# bench_curate on {describe()}")

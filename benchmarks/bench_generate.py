@@ -9,7 +9,6 @@ PNG encoding as `fractalpre generate` does. The one-thread and all-core runs alt
 shared machine's slow spells hit both and the `scaling` column (all-core over one-thread kernel
 medians) compares like with like.
 """
-import argparse
 import statistics
 import tempfile
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from fractalpre import datasets, export
+from fractalpre import datasets, export, fileio
 from machine import describe
 
 
@@ -30,9 +29,9 @@ def seconds(fn):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--repeats", type=int, default=9)
-  parser.add_argument("--images", type=int, default=256)
+  parser = fileio.ArgumentParser(description=__doc__)
+  parser.add_argument("--repeats", type=int, default=9, help="timed runs (the median is reported)")
+  parser.add_argument("--images", type=int, default=256, help="images per timed run")
   args = parser.parse_args()
   cores = numba.config.NUMBA_NUM_THREADS
   thread_counts = sorted({1, cores})

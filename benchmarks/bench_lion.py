@@ -6,12 +6,13 @@ packing and voting on this CPU, and the cost model's predicted end-to-end speed-
 The overhead is the ViT-Ti/16 step time of each comm mode on one CPU device (where collectives are free,
 so the difference is the quantise / pack / unpack / vote work) relative to plain Lion (`allreduce`).
 """
-import argparse
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from fractalpre import fileio
 
 
 def step_time(comm, batch, steps):
@@ -25,9 +26,9 @@ def step_time(comm, batch, steps):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--steps", type=int, default=3)
-  parser.add_argument("--batch", type=int, default=32)
+  parser = fileio.ArgumentParser(description=__doc__)
+  parser.add_argument("--steps", type=int, default=3, help="timed steps")
+  parser.add_argument("--batch", type=int, default=32, help="global batch")
   args = parser.parse_args()
   sys.path.insert(0, os.path.dirname(__file__))
   from machine import describe

@@ -6,19 +6,18 @@ On a CPU, XLA has no fp8 matmuls: the fp8 policy is emulated (quantise-dequantis
 its CPU time says nothing about fp8 hardware. On a GPU with fp8 support (H100), this measures the real thing;
 add `--model vit_b16 --batch 128` there.
 """
-import argparse
 
 
 from bench_train import median_step_seconds
-from fractalpre import train
+from fractalpre import fileio, train
 from machine import describe_jax
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--steps", type=int, default=5)
+  parser = fileio.ArgumentParser(description=__doc__)
+  parser.add_argument("--steps", type=int, default=5, help="timed steps")
   parser.add_argument("--model", default=None, help="default: the runlocal ViT and ViT-Ti/16 at batch 8")
-  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--batch", type=int, default=8, help="global batch")
   args = parser.parse_args()
   print(f"# bench_precision on {describe_jax()}")
   print("| model | image | batch | fp32 img/s | bf16 img/s | fp8 img/s | bf16 / fp32 time | fp8 / fp32 time |")

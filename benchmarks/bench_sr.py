@@ -7,7 +7,6 @@ size, median step time after compilation on random data, plus the on-the-fly pai
 (bundled photos, its configured worker threads). Inference: a 256 x 256 LR image upscaled tile by tile
 (128 px tiles, 16 px overlap, 8 tiles per call), median of --runs after a warm-up run.
 """
-import argparse
 import statistics
 import time
 
@@ -17,7 +16,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bench_train import median_seconds
-from fractalpre import train, trainer
+from fractalpre import fileio, train, trainer
 from machine import describe_jax
 from superres import data, models, upscale
 from superres import train as sr_train
@@ -59,9 +58,9 @@ def inference_rate(config, runs):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--steps", type=int, default=5)
-  parser.add_argument("--runs", type=int, default=5)
+  parser = fileio.ArgumentParser(description=__doc__)
+  parser.add_argument("--steps", type=int, default=5, help="timed steps per run")
+  parser.add_argument("--runs", type=int, default=5, help="timed runs (the median is reported)")
   args = parser.parse_args()
   print(f"# bench_sr on {describe_jax()}")
   print("| model | scale | LR patch | batch | train patches/s | pipeline patches/s (workers) | upscale MP/s |")

@@ -1,7 +1,7 @@
 """The training step with the device-side input pipeline against the same step on a constant batch,
 and the host CPU time each training image costs on the device path and on the host (grain) path.
 
-  python benchmarks/bench_train.py [--steps 5] [--vit_batch 32]
+  python benchmarks/bench_train.py [--steps 5] [--vit-batch 32]
 
 Rows: ViT-Ti/16 at 224 px (1p-frac renders at 224 px, 100k points, the full recipe) and the runlocal
 model (vit_cpu at 32 px). Step times are medians over `--steps` steps after compilation, on the default
@@ -10,7 +10,6 @@ process CPU time spent producing the step's inputs (the device path hands the st
 the host path renders, crops, flips and mixes in grain's worker threads). `ahead` counts the steps of 8 that
 the loop had dispatched while the first was still running (8: the host never waited).
 """
-import argparse
 import statistics
 import time
 
@@ -20,7 +19,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fractalpre import augment, classification, device_data, input_pipeline, sources, train, trainer
+from fractalpre import augment, classification, device_data, fileio, input_pipeline, sources, train, trainer
 from machine import describe_jax
 
 
@@ -106,9 +105,9 @@ def host_cpu_per_image(config, batches):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--steps", type=int, default=5)
-  parser.add_argument("--vit_batch", type=int, default=32)
+  parser = fileio.ArgumentParser(description=__doc__)
+  parser.add_argument("--steps", type=int, default=5, help="timed steps")
+  parser.add_argument("--vit-batch", type=int, default=32, help="batch of the ViT-Ti/16 rows")
   args = parser.parse_args()
   print(f"# bench_train on {describe_jax()}")
   print("| model | image | batch | constant-batch img/s | device-path img/s | augment share | host CPU us/img "

@@ -28,7 +28,7 @@ def _usage_error(command: str, error: Exception) -> int:
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
-  p.add_argument("--dataset", choices=DATASETS, default="1p-frac")
+  p.add_argument("--dataset", choices=DATASETS, default="1p-frac", help="which generator")
   p.add_argument("--classes", type=int, default=None, help="number of categories (default 1000)")
   p.add_argument("--instances", type=int, default=None,
                  help="images per category (default: 1 for 1p-frac, 1000 for fractaldb)")
@@ -38,10 +38,11 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--sigma", type=float, default=None, help="1p-frac base sigma-factor, in (0, 3N) (default 3.5)")
   p.add_argument("--perturbation", choices=("multiplicative", "additive"), default=None,
                  help="1p-frac perturbation (default multiplicative)")
-  p.add_argument("--mode", choices=("patch", "mask", "binary", "density"), default="patch")
+  p.add_argument("--mode", choices=("patch", "mask", "binary", "density"), default="patch",
+                 help="how points become pixels (FractalDB's patch rendering by default)")
   p.add_argument("--color", action="store_true", help="colourise (a random hue per image, FractalDB-style)")
   p.add_argument("--background", action="store_true", help="plasma background (needs --color)")
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seed", type=int, default=0, help="every image is a pure function of (seed, class, instance)")
   p.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
 
 
@@ -128,7 +129,8 @@ def main(argv=None) -> int:
   gen = sub.add_parser("generate", help="write a dataset (ImageFolder PNGs or TFDS)")
   _add_source_args(gen)
   gen.add_argument("--out", required=True, help="output folder")
-  gen.add_argument("--format", choices=("png", "tfds"), default="png")
+  gen.add_argument("--format", choices=("png", "tfds"), default="png",
+                   help="png: OUT/<class>/<instance>.png (ImageFolder); tfds: array_record shards")
   gen.add_argument("--shard", default="0/1", help="i/n: write shard i of n (default 0/1: everything)")
   gen.add_argument("--test-instances", type=int, default=0,
                    help="also write a held-out test split of this many further instances per class (default 0)")
@@ -137,11 +139,11 @@ def main(argv=None) -> int:
   pre = sub.add_parser("preview", help="write a PNG grid of samples")
   _add_source_args(pre)
   pre.add_argument("--out", required=True, help="output .png")
-  pre.add_argument("--count", type=int, default=16)
+  pre.add_argument("--count", type=int, default=16, help="samples in the grid")
   pre.set_defaults(run=_preview)
   exp = sub.add_parser("export", help="write a checkpoint's weights as safetensors in timm's layout")
   exp.add_argument("--checkpoint", required=True, help="a training workdir (its newest loadable checkpoint)")
-  exp.add_argument("--format", choices=("timm",), default="timm")
+  exp.add_argument("--format", choices=("timm",), default="timm", help="timm: names and layouts of timm's models")
   exp.add_argument("--out", required=True, help="output FILE.safetensors (FILE.json is written beside it)")
   exp.set_defaults(run=_export)
   args = parser.parse_args(argv)

@@ -159,8 +159,24 @@ def fail(message: str) -> int:
   return 2
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+  """--help keeps the description's layout and shows each flag's default, unless the help line already
+  says it or there is none to show (None: decided elsewhere, said in the help; False: a switch)."""
+
+  def _get_help_string(self, action):
+    text = action.help or ""
+    if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+      return text
+    return f"{text} (default: %(default)s)"
+
+
 class ArgumentParser(argparse.ArgumentParser):
-  """argparse that reports a usage error as one line, without the usage block, and exits with 2."""
+  """argparse that reports a usage error as one line, without the usage block, and exits with 2; --help
+  shows the defaults."""
+
+  def __init__(self, *args, **kwargs):
+    kwargs.setdefault("formatter_class", HelpFormatter)
+    super().__init__(*args, **kwargs)
 
   def error(self, message):
     raise SystemExit(fail(f"{self.prog}: error: {message}"))

@@ -9,7 +9,6 @@ Exit status 1 when they differ by more than --tolerance (relative to the largest
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from fractalpre.classification import model_from_config
 
 
 def main(argv=None) -> int:
-  parser = fileio.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser = fileio.ArgumentParser(description=__doc__)
   parser.add_argument("--checkpoint", required=True, help="a training workdir")
   parser.add_argument("--out", default=None, help="where to write the export (default: a temporary folder)")
   parser.add_argument("--images", type=int, default=4, help="random test images")

@@ -11,12 +11,12 @@ mavo_4bit and l1_int8 with exp:4; a table of the final train loss and accuracy (
 logged steps) and a loss-curve plot in the workdir. Finished runs in the workdir are reused, killed ones
 resume. Prints Markdown tables.
 """
-import argparse
 import os
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
+from fractalpre import fileio  # noqa: E402
 from fractalpre.parallel import COMMS, convergence  # noqa: E402
 
 VIT_MODES = (("allreduce", ""), ("mavo_1bit", ""), ("mavo_1bit", "exp:4"), ("mavo_4bit", "exp:4"),
@@ -77,7 +77,7 @@ def vit_table(root: Path, steps: int, lr: float):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = fileio.ArgumentParser(description=__doc__)
   parser.add_argument("--steps", type=int, default=None, help="steps per run (default: 200 MLP, 1000 ViT)")
   parser.add_argument("--lr", type=float, default=1e-3, help="MLP learning rate (default: %(default)s)")
   parser.add_argument("--vit", action="store_true", help="the 1p-frac ViT pretraining instead of the MLP")

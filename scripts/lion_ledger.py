@@ -12,13 +12,14 @@ buffers (they do not depend on n, except for padding).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
 import sys
 
 import numpy as np
+
+from fractalpre import fileio
 
 DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
                "f32": 4, "s64": 8, "u64": 8, "f64": 8}
@@ -243,7 +244,7 @@ def _axis_text(row):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = fileio.ArgumentParser(description=__doc__)
   parser.add_argument("--model", default="vit_ti16", help="model registry name (default: %(default)s)")
   parser.add_argument("--devices", type=int, default=8, help="CPU devices to compile for (default: %(default)s)")
   parser.add_argument("--image-size", type=int, default=224, help="input size in pixels (default: %(default)s)")
@@ -261,7 +262,6 @@ def main(argv=None):
   import jax
   jax.config.update("jax_num_cpu_devices", args.devices)
   jax.config.update("jax_platforms", "cpu")
-  from fractalpre import fileio
   from fractalpre.parallel.lion import COMMS
   try:
     with fileio.usage_errors("lion_ledger.py: error: "):

@@ -399,8 +399,7 @@ def print_table(out) -> None:
 def parse(argv=None):
   from fractalpre import fileio
   from fractalpre.parallel import COMMS, HIERARCHIES
-  parser = fileio.ArgumentParser(prog="lion_wire.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = fileio.ArgumentParser(prog="lion_wire.py", description=__doc__)
   parser.add_argument("--processes", type=int, default=2, help="processes, one CPU device each (default: %(default)s)")
   parser.add_argument("--model", default="vit_cpu", help="model registry name (default: %(default)s)")
   parser.add_argument("--model-args", default="", help="model variant overrides, e.g. width=32,depth=1 (integers)")

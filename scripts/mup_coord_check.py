@@ -3,7 +3,6 @@ the standard parametrisation (SP) and under muP (base width 64). Under muP the c
 
   python scripts/mup_coord_check.py [--widths 64,128,256,512,1024] [--steps 3] [--out mup_coord_check.png]
 """
-import argparse
 
 import matplotlib
 
@@ -12,17 +11,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fractalpre import mup, optim  # noqa: E402
+from fractalpre import fileio, mup, optim  # noqa: E402
 from fractalpre.models import vit  # noqa: E402
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--widths", default="64,128,256,512,1024")
-  parser.add_argument("--base", type=int, default=64)
-  parser.add_argument("--steps", type=int, default=3)
-  parser.add_argument("--lr", type=float, default=1e-3)
-  parser.add_argument("--out", default="mup_coord_check.png")
+  parser = fileio.ArgumentParser(description=__doc__)
+  parser.add_argument("--widths", default="64,128,256,512,1024", help="comma-separated ViT widths")
+  parser.add_argument("--base", type=int, default=64, help="muP base width")
+  parser.add_argument("--steps", type=int, default=3, help="training steps per width")
+  parser.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+  parser.add_argument("--out", default="mup_coord_check.png", help="output plot")
   args = parser.parse_args()
   widths = [int(w) for w in args.widths.split(",")]
   rng = np.random.default_rng(0)

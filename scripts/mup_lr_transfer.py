@@ -7,21 +7,20 @@ Under muP the best learning rate should not move with width; under SP it shifts 
 Prints the final training loss (mean of the last 3 logged steps) and test top-1 of every run as a table.
 Re-running reuses finished runs in the workdir.
 """
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
-from fractalpre import classification, metric_logging, train
+from fractalpre import classification, fileio, metric_logging, train
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--widths", default="64,256")
-  parser.add_argument("--lrs", default="3e-4,1e-3,3e-3,1e-2")
-  parser.add_argument("--steps", type=int, default=100)
-  parser.add_argument("--workdir", default="mup_lr_out")
+  parser = fileio.ArgumentParser(description=__doc__)
+  parser.add_argument("--widths", default="64,256", help="comma-separated ViT widths")
+  parser.add_argument("--lrs", default="3e-4,1e-3,3e-3,1e-2", help="comma-separated learning rates")
+  parser.add_argument("--steps", type=int, default=100, help="training steps per run")
+  parser.add_argument("--workdir", default="mup_lr_out", help="one training workdir per run, and the table")
   args = parser.parse_args()
   widths, lrs = [int(w) for w in args.widths.split(",")], [float(x) for x in args.lrs.split(",")]
   root = Path(args.workdir)

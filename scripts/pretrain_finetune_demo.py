@@ -1,12 +1,11 @@
 """The whole story offline on a CPU: 1p-frac pretraining (runlocal), then fine-tuning on scikit-learn's
 digits with few labels per class, against the same fine-tuning from scratch.
 
-  python scripts/pretrain_finetune_demo.py --workdir demo_out/story [--pretrain_steps 300] [--labels 10]
+  python scripts/pretrain_finetune_demo.py --workdir demo_out/story [--pretrain-steps 300] [--labels 10]
 
 Prints a Markdown table (top-1, NLL, ECE on the 899 held-out digits) and writes loss_curves.png.
 Re-running resumes or reuses the finished runs in the workdir.
 """
-import argparse
 import json
 import time
 from pathlib import Path
@@ -17,14 +16,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from configs import finetune, pretrain_1pfrac_vit  # noqa: E402
-from fractalpre import classification, metric_logging  # noqa: E402
+from fractalpre import classification, fileio, metric_logging  # noqa: E402
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--workdir", default="demo_out/story")
-  parser.add_argument("--pretrain_steps", type=int, default=300)
-  parser.add_argument("--finetune_steps", type=int, default=150)
+  parser = fileio.ArgumentParser(description=__doc__)
+  parser.add_argument("--workdir", default="demo_out/story", help="training workdirs and the story table")
+  parser.add_argument("--pretrain-steps", type=int, default=300, help="1p-frac pretraining steps")
+  parser.add_argument("--finetune-steps", type=int, default=150, help="fine-tuning steps on digits")
   parser.add_argument("--labels", type=int, default=10, help="training digits per class")
   args = parser.parse_args()
   root = Path(args.workdir)

@@ -10,7 +10,6 @@ found from the pixels (blockiness), as in DiverSeg. Curation drops tiles whose b
 threshold or undefined (flat), then keeps the ones with at least the pool's median segment count
 (within-image diversity). Writes results.json and results.md in --out; re-running reuses finished parts.
 """
-import argparse
 import json
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from configs import common
-from fractalpre import train
+from fractalpre import fileio, train
 from superres import curate, data, metrics, scoring
 from superres import train as sr_train
 
@@ -63,15 +62,15 @@ def composition(paths: list[str], truth: dict, rows_by_path: dict) -> dict:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--out", default="sr_curation_out")
+  parser = fileio.ArgumentParser(description=__doc__)
+  parser.add_argument("--out", default="sr_curation_out", help="pool, workdirs, table and plots")
   parser.add_argument("--tile", type=int, default=96, help="HR tile size of the pool")
   parser.add_argument("--compressed", type=float, default=0.3, help="fraction of tiles JPEG re-encoded")
   parser.add_argument("--quality", type=int, nargs=2, default=(10, 30), help="JPEG quality range of those")
   parser.add_argument("--max-blockiness", type=float, default=60.0,
                       help="between clean tiles' 95th percentile (48) and JPEG q<=30 tiles' minimum (129) here")
   parser.add_argument("--model", default="edsr_baseline", help="with the runlocal size: 32 features x 4 blocks")
-  parser.add_argument("--steps", type=int, default=1200)
+  parser.add_argument("--steps", type=int, default=1200, help="SR training steps per run")
   parser.add_argument("--seeds", type=int, default=1, help="training seeds per subset (results: mean and each)")
   args = parser.parse_args()
   out = Path(args.out)

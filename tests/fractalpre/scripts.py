@@ -6,7 +6,11 @@ SCRIPTS = Path(__file__).parents[2] / "scripts"
 
 
 def load(name: str):
-  spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+  return load_file(SCRIPTS / f"{name}.py")
+
+
+def load_file(path: Path):
+  spec = importlib.util.spec_from_file_location(path.stem, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module

@@ -4,6 +4,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from fractalpre import input_pipeline as ip
+from fractalpre import sources
 
 
 def data_config(**kw):
@@ -17,7 +18,7 @@ def data_config(**kw):
 
 def test_batches_are_normalised_soft_targets_and_resume_exactly():
   cfg = data_config()
-  source = ip.get_source(cfg)
+  source = sources.get_source(cfg)
   it = ip.train_iterator(source, cfg, 8, seed=3)
   first = next(it)
   assert first["image"].shape == (8, 16, 16, 3) and first["image"].dtype == np.float32
@@ -38,7 +39,7 @@ def test_batches_are_normalised_soft_targets_and_resume_exactly():
 def test_without_augmentation_targets_are_smoothed_one_hots_of_the_source():
   cfg = data_config(**{"augment.crop_scale": None, "augment.hflip": 0.0, "augment.vflip": 0.0,
                        "augment.mixup": 0.0, "augment.cutmix": 0.0, "augment.label_smoothing": 0.2})
-  source = ip.get_source(cfg)
+  source = sources.get_source(cfg)
   batch = next(ip.train_iterator(source, cfg, 12, seed=0))
   labels = batch["label"].argmax(1)
   assert len(set(labels)) > 1  # shuffled across classes
@@ -57,19 +58,19 @@ def test_mix_batch_targets_match_the_pasted_area():
 
 
 def test_digits_split_and_few_labels():
-  train = ip.Digits("train", labels_per_class=7)
-  test = ip.Digits("test")
+  train = sources.Digits("train", labels_per_class=7)
+  test = sources.Digits("test")
   assert len(train) == 70 and np.bincount(train.labels).tolist() == [7] * 10
   assert not set(train.indices) & set(test.indices)
-  assert len(ip.Digits("train")) + len(test) == 1797
+  assert len(sources.Digits("train")) + len(test) == 1797
   with pytest.raises(ValueError, match=r"labels_per_class must be in \[1, "):
-    ip.Digits("train", labels_per_class=0)
+    sources.Digits("train", labels_per_class=0)
 
 
 def test_tfds_source_through_mock_data():
   cfg = ml_collections.ConfigDict(dict(kind="tfds", name="mnist", train_split="train"))
   with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
-    source = ip.get_source(cfg)
+    source = sources.get_source(cfg)
     assert len(source) == 12 and source.num_classes == 10
     image, label = source[5]
     assert image.shape == (28, 28, 1) and 0 <= label < 10
@@ -79,4 +80,4 @@ def test_tfds_source_through_mock_data():
 
 def test_unknown_source_kind():
   with pytest.raises(ValueError, match="data.kind must be one of"):
-    ip.get_source(ml_collections.ConfigDict(dict(kind="imagenet")))
+    sources.get_source(ml_collections.ConfigDict(dict(kind="imagenet")))
