@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import secrets
 from pathlib import Path
 
 import jax
@@ -28,7 +29,7 @@ def _wandb_run(workdir: Path, wandb_cfg, config: dict | None):
                             "(or leave wandb.project empty)") from None
   id_file = workdir / WANDB_ID
   if not id_file.exists():
-    fileio.write_atomic(id_file, wandb.util.generate_id() + "\n")
+    fileio.write_atomic(id_file, secrets.token_hex(4) + "\n")  # W&B run ids: lowercase letters and digits
   return wandb.init(project=wandb_cfg.project, name=wandb_cfg.get("name") or workdir.name,
                     mode=wandb_cfg.get("mode", "online"), dir=str(workdir), id=id_file.read_text().strip(),
                     resume="allow", config=config)

@@ -43,7 +43,7 @@ class _FakeWandb(types.ModuleType):
 
   def __init__(self):
     super().__init__("wandb")
-    self.runs, self.util = [], types.SimpleNamespace(generate_id=lambda: "abc123")
+    self.runs = []
     self.Image = lambda array: ("image", np.asarray(array).shape)
 
   def init(self, **kwargs):
@@ -62,7 +62,8 @@ def test_wandb_gets_every_record_and_a_resumed_session_continues_its_run(tmp_pat
   classification.train_and_evaluate(config(2), tmp_path, progress=False)
   classification.train_and_evaluate(config(4), tmp_path, progress=False)  # resumes at step 2
   first, second = fake.runs
-  assert first.kwargs["id"] == second.kwargs["id"] == "abc123" and first.kwargs["resume"] == "allow"
+  assert first.kwargs["id"] == second.kwargs["id"] == (tmp_path / "wandb_run_id").read_text().strip()
+  assert len(first.kwargs["id"]) == 8 and first.kwargs["resume"] == "allow"
   assert first.kwargs["project"] == "fractal" and first.kwargs["mode"] == "offline"
   assert first.kwargs["config"]["total_steps"] == 2 and first.finished and second.finished
   records = metric_logging.read(tmp_path)
