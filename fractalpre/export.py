@@ -87,10 +87,10 @@ class ImageFolderWriter:
 
   chunk = 256
 
-  def __init__(self, out: Path, ds, workers: int, split: str, splits: dict):
-    self.out, self.ds, self.workers = (out / split if len(splits) > 1 else out), ds, workers
-    self.class_digits = max(5, len(str(ds.num_classes - 1)))
-    self.instance_digits = max(5, len(str(ds.instances_per_class - 1)))
+  def __init__(self, out: Path, splits: dict, split: str, workers: int):
+    self.out, self.ds, self.workers = (out / split if len(splits) > 1 else out), splits[split], workers
+    self.class_digits = max(5, len(str(self.ds.num_classes - 1)))
+    self.instance_digits = max(5, len(str(self.ds.instances_per_class - 1)))
 
   def path(self, index: int) -> Path:
     c, i = self.ds.locate(index)
@@ -119,10 +119,10 @@ class TfdsWriter:
 
   chunk = 1024
 
-  def __init__(self, out: Path, ds, workers: int, split: str, splits: dict):
-    self.out, self.ds, self.workers, self.split, self.splits = out, ds, workers, split, splits
-    self.name = "fractal_" + ds.name.replace("-", "_")
-    self.features = tfds_features(ds)
+  def __init__(self, out: Path, splits: dict, split: str, workers: int):
+    self.out, self.ds, self.workers, self.split, self.splits = out, splits[split], workers, split, splits
+    self.name = "fractal_" + self.ds.name.replace("-", "_")
+    self.features = tfds_features(self.ds)
 
   def path(self, k: int, split: str | None = None) -> Path:
     split = split or self.split
@@ -208,15 +208,14 @@ def export(ds, out: str | os.PathLike, fmt: str = "png", shard: tuple[int, int] 
   splits = {"train": ds, **({"test": ds.held_out(test_instances)} if test_instances else {})}
   spec = manifest(ds, test_instances)
   check_output(out, spec)
-  writers = [(ImageFolderWriter if fmt == "png" else TfdsWriter)(out, part, workers, split, splits)
-             for split, part in splits.items()]
+  writers = [(ImageFolderWriter if fmt == "png" else TfdsWriter)(out, splits, split, workers) for split in splits]
   out.mkdir(parents=True, exist_ok=True)
   with fileio.FolderLock(out, f"fractalpre generate of shard {shard[0]}/{shard[1]}", f"shard-{shard[0]}-of-{shard[1]}"):
     check_output(out, spec)  # again, holding the lock: another writer may have started in between
     if not (out / MANIFEST).exists():
       write_atomic(out / MANIFEST, json.dumps(spec, indent=1).encode())
     rendered = sum(_write_shard(w.ds, out, w, shard, progress, log, split) for w, split in zip(writers, splits))
-    writers[-1].finish()
+    writers[0].finish()  # a TFDS writer's metadata covers every split
     return rendered
 
 
