@@ -19,9 +19,18 @@ LOWER_TESTS = tests/fractalpre/test_ifs.py tests/fractalpre/test_render.py tests
 	tests/fractalpre/test_generate_train.py tests/fractalpre/test_fileio.py tests/superres/test_metrics.py \
 	tests/superres/test_quality.py
 
-.PHONY: setup demo test test-lower-bounds bench
+.PHONY: setup tcmalloc demo test test-lower-bounds bench
 
-setup: $(STAMP)
+setup: $(STAMP) tcmalloc
+
+# XLA:CPU trains about 1.5x faster under tcmalloc (fractalpre/cpu_allocator.py): installed where the system
+# allows (root with apt-get), a hint otherwise. The trainers preload it themselves; the tests get it here.
+TCMALLOC_LIB = $$(/sbin/ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 /{print $$NF; exit}')
+tcmalloc:
+	@if [ -z "$(TCMALLOC_LIB)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q libtcmalloc-minimal4 >/dev/null 2>&1 || echo "could not install libtcmalloc-minimal4: CPU training runs without tcmalloc"; \
+	  else echo "hint: CPU training is about 1.5x faster with tcmalloc: apt-get install libtcmalloc-minimal4 (as root)"; fi; fi
 
 $(STAMP): setup.py pyproject.toml
 	@if [ -z "$$VIRTUAL_ENV" ] && [ ! -x $(VENV)/bin/python ]; then python3 -m venv $(VENV); fi
@@ -36,7 +45,7 @@ demo: setup
 	$(PYTHON) scripts/pretrain_finetune_demo.py --workdir $(DEMO_OUT)/story
 
 test: setup
-	$(PYTHON) -m pytest -q -n 2 tests
+	LD_PRELOAD=$(TCMALLOC_LIB) $(PYTHON) -m pytest -q -n 2 tests
 	$(MAKE) test-lower-bounds
 
 # The declared minimum versions (pyproject.toml), installed exactly, in a second environment.
@@ -46,7 +55,7 @@ test-lower-bounds:
 	$(LOWER_VENV)/bin/python .ci/lower_bounds.py > $(LOWER_VENV)/lower-bounds.txt
 	$(LOWER_VENV)/bin/python -m pip install -q -r $(LOWER_VENV)/lower-bounds.txt
 	$(LOWER_VENV)/bin/python -m pip install -q --no-deps -e .
-	$(LOWER_VENV)/bin/python -m pytest -q -n 2 $(LOWER_TESTS)
+	LD_PRELOAD=$(TCMALLOC_LIB) $(LOWER_VENV)/bin/python -m pytest -q -n 2 $(LOWER_TESTS)
 
 bench: setup
 	$(PYTHON) benchmarks/bench_generate.py

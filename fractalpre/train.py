@@ -8,7 +8,7 @@ from pathlib import Path
 import jax
 import ml_collections
 
-from fractalpre import fileio
+from fractalpre import cpu_allocator, fileio
 from fractalpre.classification import train_and_evaluate
 from fractalpre.trainer import NonFiniteLoss
 
@@ -106,6 +106,8 @@ def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[
   flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (multi-host GPU / TPU pods)")
   flags.mark_flags_as_required(["config", "workdir"])
   FLAGS = _parse_flags(sys.argv if argv is None else argv, prog)
+  # a real command line (not a test's call): CPU runs re-execute under tcmalloc
+  hint = cpu_allocator.preload() if argv is None else None
   absl_logging.use_absl_handler()
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
   if FLAGS.distributed:
@@ -119,6 +121,8 @@ def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[
     raise SystemExit(1) from None
   if jax.process_index() == 0:
     print(" ".join(f"{k}={v:.4f}" if v is not None else f"{k}=null" for k, v in metrics.items()))
+  if hint:
+    print(hint, file=sys.stderr)
 
 
 if __name__ == "__main__":
