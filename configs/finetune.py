@@ -1,4 +1,5 @@
-"""Fine-tuning a pretrained checkpoint on a labelled dataset: `digits`, a TFDS name (+ data_dir), or a folder
+"""Fine-tuning a pretrained checkpoint on a labelled dataset: `digits` (scikit-learn's), `lfw` (scikit-image's
+lfw_subset: faces / non-faces), a TFDS name (+ data_dir), or a folder
 (a TFDS dataset folder, or ImageFolder class folders with train/ and test/ sub-folders).
 
   python -m fractalpre.train --config "configs/finetune.py:dataset=digits,init_from=runs/local" --workdir runs/ft
@@ -9,7 +10,7 @@
 An empty init_from trains from scratch (the baseline). The head is new; position embeddings are
 resampled when the resolution changes. Evaluation reports top-1, NLL and ECE on the test split; with
 optimizer=ivon also at the Bayesian model average of `bma` weight samples (eval_bma_*).
-Arguments: dataset, data_dir, init_from, model, image_size, labels_per_class (digits), steps, batch, lr
+Arguments: dataset, data_dir, init_from, model, image_size, labels_per_class (digits, lfw), steps, batch, lr
 (default 1e-3 for adamw, 0.2 for ivon), optimizer (adamw|ivon), ess (ivon's effective sample size,
 default 1e5; 0 = the training set size), bma.
 """
@@ -24,8 +25,8 @@ def get_config(arg=None):
                        bma=8)
   c = ml_collections.ConfigDict()
   c.seed = 0
-  if a.dataset == "digits":
-    c.data = ml_collections.ConfigDict(dict(kind="digits", labels_per_class=a.labels_per_class or None, seed=0))
+  if a.dataset in ("digits", "lfw"):  # real images bundled with scikit-learn / scikit-image
+    c.data = ml_collections.ConfigDict(dict(kind=a.dataset, labels_per_class=a.labels_per_class or None, seed=0))
   elif "/" in a.dataset or a.dataset.startswith("."):
     c.data = ml_collections.ConfigDict(common.disk_data(a.dataset)[0])
   else:
@@ -35,7 +36,7 @@ def get_config(arg=None):
   c.data.prefetch = 4
   # 'device': the source on the accelerator, the recipe compiled into the step; 'host': grain workers.
   # TFDS and folder images need not share one size, so they take the host path.
-  c.data.augment_on = "device" if a.dataset == "digits" else "host"
+  c.data.augment_on = "device" if a.dataset in ("digits", "lfw") else "host"
   c.data.resident_budget_mb = 2048  # sources up to this size live on every device
   c.data.augment = ml_collections.ConfigDict(dict(crop_scale=(0.5, 1.0), crop_ratio=(3 / 4, 4 / 3), hflip=0.0,
                                                   vflip=0.0, label_smoothing=0.1, mixup=0.0, cutmix=0.0))

@@ -7,38 +7,67 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-class Digits:
-  """scikit-learn's 1797 real 8x8 handwritten digits: a fixed stratified split (test_fraction), and
-  optionally only the first `labels_per_class` training images of each class (few-label fine-tuning)."""
+def stratified_split(labels: np.ndarray, split: str, test_fraction: float, seed: int,
+                     labels_per_class: int | None = None) -> np.ndarray:
+  """Sorted indices of a fixed stratified split: one seeded permutation; of each class, the first
+  round((1 - test_fraction) * size) in that order are `train` (optionally only the first `labels_per_class`
+  of them: few-label fine-tuning), the rest `test`."""
+  if split not in ("train", "test"):
+    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+  order = np.random.default_rng(seed).permutation(len(labels))
+  picked = []
+  for c in np.unique(labels):
+    members = order[labels[order] == c]
+    cut = int(round(len(members) * (1 - test_fraction)))
+    members = members[:cut] if split == "train" else members[cut:]
+    if split == "train" and labels_per_class is not None:
+      if not 1 <= labels_per_class <= cut:
+        raise ValueError(f"labels_per_class must be in [1, {cut}], got {labels_per_class}")
+      members = members[:labels_per_class]
+    picked.append(members)
+  return np.sort(np.concatenate(picked))
 
-  num_classes = 10
 
-  def __init__(self, split: str = "train", labels_per_class: int | None = None, test_fraction: float = 0.5,
-               seed: int = 0):
-    from sklearn.datasets import load_digits
-    if split not in ("train", "test"):
-      raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    data = load_digits()
-    images = np.round(data.images * (255 / 16)).astype(np.uint8)
-    order = np.random.default_rng(seed).permutation(len(images))
-    picked = []
-    for c in range(10):
-      members = order[data.target[order] == c]
-      cut = int(round(len(members) * (1 - test_fraction)))
-      members = members[:cut] if split == "train" else members[cut:]
-      if split == "train" and labels_per_class is not None:
-        if not 1 <= labels_per_class <= cut:
-          raise ValueError(f"labels_per_class must be in [1, {cut}], got {labels_per_class}")
-        members = members[:labels_per_class]
-      picked.append(members)
-    self.indices = np.sort(np.concatenate(picked))
-    self.images, self.labels = images[self.indices], data.target[self.indices]
+class _Bundled:
+  """Real labelled images that ship inside a library, split by `stratified_split`."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray, split: str, labels_per_class: int | None,
+               test_fraction: float, seed: int):
+    self.indices = stratified_split(labels, split, test_fraction, seed, labels_per_class)
+    self.images, self.labels = images[self.indices], labels[self.indices]
 
   def __len__(self):
     return len(self.indices)
 
   def __getitem__(self, i):
     return self.images[i], int(self.labels[i])
+
+
+class Digits(_Bundled):
+  """scikit-learn's 1797 real 8x8 handwritten digits, 10 classes."""
+
+  num_classes = 10
+
+  def __init__(self, split: str = "train", labels_per_class: int | None = None, test_fraction: float = 0.5,
+               seed: int = 0):
+    from sklearn.datasets import load_digits
+    data = load_digits()
+    super().__init__(np.round(data.images * (255 / 16)).astype(np.uint8), data.target, split, labels_per_class,
+                     test_fraction, seed)
+
+
+class LfwSubset(_Bundled):
+  """scikit-image's `lfw_subset`: 200 real 25x25 grayscale images, 100 faces (Labeled Faces in the Wild)
+  and 100 non-faces; label 0 = face, 1 = non-face."""
+
+  num_classes = 2
+
+  def __init__(self, split: str = "train", labels_per_class: int | None = None, test_fraction: float = 0.5,
+               seed: int = 0):
+    from skimage.data import lfw_subset
+    images = lfw_subset()
+    labels = np.repeat(np.arange(2), len(images) // 2)  # the first half are the faces
+    super().__init__(np.round(images * 255).astype(np.uint8), labels, split, labels_per_class, test_fraction, seed)
 
 
 class TfdsSource:
@@ -119,7 +148,7 @@ class ImageFolder:
 
 
 def get_source(cfg: ml_collections.ConfigDict, split: str = "train"):
-  """The source a data config names: 1p-frac, fractaldb, 1p-img, digits, folder or tfds."""
+  """The source a data config names: 1p-frac, fractaldb, 1p-img, digits, lfw, folder or tfds."""
   from fractalpre import datasets, single_image
   kind = cfg.kind
   if kind == "1p-frac":
@@ -132,8 +161,8 @@ def get_source(cfg: ml_collections.ConfigDict, split: str = "train"):
     return single_image.SingleImage(image=cfg.image, num_classes=cfg.num_classes, delta=cfg.get("delta", 0.1),
                                     size=cfg.render_size, seed=cfg.get("seed", 0),
                                     rendering=cfg.get("rendering", "gray"))
-  if kind == "digits":
-    return Digits(split, cfg.get("labels_per_class") if split == "train" else None, seed=cfg.get("seed", 0))
+  if kind in BUNDLED:
+    return BUNDLED[kind](split, cfg.get("labels_per_class") if split == "train" else None, seed=cfg.get("seed", 0))
   if kind == "tfds":
     return TfdsSource(cfg.name, cfg.get(f"{split}_split", split), cfg.get("data_dir"))
   if kind == "folder":
@@ -141,6 +170,7 @@ def get_source(cfg: ml_collections.ConfigDict, split: str = "train"):
   raise ValueError(f"data.kind must be one of {KINDS}, got {kind!r}")
 
 
-KINDS = ("1p-frac", "fractaldb", "1p-img", "digits", "folder", "tfds")
+BUNDLED = {"digits": Digits, "lfw": LfwSubset}
+KINDS = ("1p-frac", "fractaldb", "1p-img", *BUNDLED, "folder", "tfds")
 
 

@@ -1,12 +1,15 @@
-"""The whole story offline on a CPU: 1p-frac pretraining (runlocal), then fine-tuning on scikit-learn's
-digits with few labels per class, against the same fine-tuning from scratch.
+"""The whole story offline on a CPU, with error bars: 1p-frac pretraining of the runlocal ViT, then
+fine-tuning from it and from scratch with several seeds each, on two real few-label datasets that ship
+with the dependencies: scikit-learn's digits (10 classes) and scikit-image's lfw_subset (faces / non-faces).
 
-  python scripts/pretrain_finetune_demo.py --workdir demo_out/story [--pretrain-steps 300] [--labels 10]
+  python scripts/pretrain_finetune_demo.py --workdir demo_out/story [--seeds 5] [--pretrain-steps 2000]
 
-Prints a Markdown table (top-1, NLL, ECE on the 899 held-out digits) and writes loss_curves.png.
-Re-running resumes or reuses the finished runs in the workdir.
+Prints and writes story.md: mean ± standard deviation over seeds of top-1, NLL and ECE on each test split,
+and the paired difference (same seed, pretrained minus scratch) with its spread; results.json holds every
+seed's numbers, loss_curves.png the curves. Re-running reuses finished runs and resumes interrupted ones.
 """
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -15,55 +18,105 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from configs import finetune, pretrain_1pfrac_vit  # noqa: E402
-from fractalpre import classification, fileio, metric_logging  # noqa: E402
+from configs import pretrain_1pfrac_vit  # noqa: E402
+from fractalpre import cpu_allocator, fileio, metric_logging, transfer_study  # noqa: E402
+
+DATASETS = {"digits": "digits", "lfw": "lfw (faces / non-faces)"}
+
+
+def pretrain_config(steps: int, classes: int, delta: float):
+  config = pretrain_1pfrac_vit.get_config(f"runlocal,classes={classes},delta={delta}")
+  config.total_steps = steps
+  config.checkpoint_every = max(steps // 4, 1)
+  config.optim.warmup_steps = max(steps // 10, 1)
+  return config
+
+
+def table(results: dict, labels: int, seeds: int) -> str:
+  lines = ["| dataset | init | top-1 (%) | NLL | ECE | pretrained better (top-1) |", "|---|---|---:|---:|---:|---:|"]
+  for name, runs in results.items():
+    pre, scratch = runs["pretrained"], runs["scratch"]
+    wins = sum(pre[s]["top1"] > scratch[s]["top1"] for s in pre)
+    for init, per_seed in (("1p-frac pretrained", pre), ("from scratch", scratch)):
+      stats = transfer_study.summary(per_seed)
+      lines.append(f"| {DATASETS[name]}, {labels} labels/class | {init} | "
+                   + " | ".join(transfer_study.cell(stats[k], k) for k in transfer_study.METRICS) + " | |")
+    diff = transfer_study.paired(pre, scratch)
+    lines.append("| | paired difference | "
+                 + " | ".join(transfer_study.cell(diff[k], k, signed=True) for k in transfer_study.METRICS)
+                 + f" | {wins} of {len(pre)} seeds |")
+  return "\n".join(lines) + f"\n\nmean ± standard deviation over {seeds} fine-tuning seeds"
+
+
+def plot(root: Path, results: dict) -> None:
+  fig, axes = plt.subplots(1, 1 + len(results), figsize=(5 * (1 + len(results)), 3.5))
+  recs = [r for r in metric_logging.read(root / "pretrain") if "loss" in r]
+  axes[0].plot([r["step"] for r in recs], [r["loss"] for r in recs])
+  axes[0].set_title("1p-frac pretraining loss")
+  for ax, name in zip(axes[1:], results):
+    for init, color in (("pretrained", "C0"), ("scratch", "C1")):
+      for k, seed in enumerate(results[name][init]):
+        recs = [r for r in metric_logging.read(root / name / init / f"seed{seed}") if "loss" in r]
+        ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], color=color, alpha=0.6,
+                label=init if k == 0 else None)
+    ax.set_title(f"fine-tuning loss ({name}), every seed")
+    ax.legend()
+  for ax in axes:
+    ax.set_xlabel("step")
+  fig.tight_layout()
+  fig.savefig(root / "loss_curves.png", dpi=100)
+  plt.close(fig)
 
 
 def main():
   parser = fileio.ArgumentParser(description=__doc__)
   parser.add_argument("--workdir", default="demo_out/story", help="training workdirs and the story table")
-  parser.add_argument("--pretrain-steps", type=int, default=300, help="1p-frac pretraining steps")
-  parser.add_argument("--finetune-steps", type=int, default=150, help="fine-tuning steps on digits")
-  parser.add_argument("--labels", type=int, default=10, help="training digits per class")
+  parser.add_argument("--pretrain-steps", type=int, default=2000, help="1p-frac pretraining steps (batch 64)")
+  parser.add_argument("--classes", type=int, default=16, help="1p-frac categories L")
+  parser.add_argument("--delta", type=float, default=0.3, help="1p-frac perturbation Delta")
+  parser.add_argument("--finetune-steps", type=int, default=150, help="fine-tuning steps (batch 64)")
+  parser.add_argument("--labels", type=int, default=10, help="training images per class")
+  parser.add_argument("--seeds", type=int, default=5, help="fine-tuning seeds per init and dataset")
+  parser.add_argument("--datasets", default="digits,lfw", help=f"comma-separated, of {sorted(DATASETS)}")
+  parser.add_argument("--quick", action="store_true", help="a smoke run: 4 pretraining, 3 fine-tuning steps, 2 seeds")
   args = parser.parse_args()
+  datasets = [d for d in args.datasets.split(",") if d]
+  for d in datasets:
+    if d not in DATASETS:
+      parser.error(f"--datasets: {d!r} is not one of {sorted(DATASETS)}")
+  for flag in ("pretrain_steps", "classes", "finetune_steps", "labels", "seeds"):
+    if getattr(args, flag) < 1:
+      parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+  overrides = None
+  if args.quick:
+    args.pretrain_steps, args.finetune_steps, args.seeds, overrides = 4, 3, 2, transfer_study.QUICK
+  hint = cpu_allocator.preload()
   root = Path(args.workdir)
+  transfer_study.use_compilation_cache(root / "jax_cache")
 
   start = time.time()
-  pre = pretrain_1pfrac_vit.get_config("runlocal")
-  pre.total_steps = args.pretrain_steps
-  pre.checkpoint_every = args.pretrain_steps
-  classification.train_and_evaluate(pre, root / "pretrain")
+  print(f"pretraining on 1p-frac (L={args.classes}, Delta={args.delta}) for {args.pretrain_steps} steps",
+        file=sys.stderr)
+  transfer_study.run(pretrain_config(args.pretrain_steps, args.classes, args.delta), root / "pretrain", "pretrain",
+                     overrides)
   pretrain_s = time.time() - start
-
   results = {}
-  for name, init in (("1p-frac pretrained", str(root / "pretrain")), ("from scratch", "")):
-    cfg = finetune.get_config(f"dataset=digits,labels_per_class={args.labels},steps={args.finetune_steps},"
-                              f"init_from={init}")
-    t0 = time.time()
-    metrics = classification.train_and_evaluate(cfg, root / name.replace(" ", "_").replace("-", ""))
-    results[name] = {k[5:]: v for k, v in metrics.items() if k.startswith("eval_")}
-    results[name]["seconds"] = time.time() - t0
-
-  print(f"\nFine-tuning ViT-cpu on digits, {args.labels} labels per class, {args.finetune_steps} steps; "
-        f"pretraining {args.pretrain_steps} steps of 1p-frac took {pretrain_s:.0f} s")
-  print("| init | top-1 | NLL | ECE |\n|---|---:|---:|---:|")
-  for name, r in results.items():
-    print(f"| {name} | {100 * r['top1']:.1f}% | {r['nll']:.3f} | {r['ece']:.3f} |")
-  (root / "results.json").write_text(json.dumps(results, indent=1))
-
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-  for ax, runs, title in ((axes[0], {"1p-frac pretraining": root / "pretrain"}, "pretraining loss"),
-                          (axes[1], {n: root / n.replace(" ", "_").replace("-", "") for n in results},
-                           "fine-tuning loss (digits)")):
-    for label, workdir in runs.items():
-      recs = [r for r in metric_logging.read(workdir) if "loss" in r]
-      ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], label=label)
-    ax.set_title(title)
-    ax.set_xlabel("step")
-    ax.legend()
-  fig.tight_layout()
-  fig.savefig(root / "loss_curves.png", dpi=100)
-  print(f"wrote {root / 'loss_curves.png'} and {root / 'results.json'} in {time.time() - start:.0f} s")
+  for name in datasets:
+    results[name] = {
+        init: transfer_study.over_seeds(root / name / init, name, path, range(args.seeds), args.finetune_steps,
+                                        args.labels, label=f"{name} {init}", overrides=overrides)
+        for init, path in (("pretrained", str(root / "pretrain")), ("scratch", ""))}
+  text = (f"Fine-tuning vit_cpu for {args.finetune_steps} steps; 1p-frac pretraining (L={args.classes}, "
+          f"Delta={args.delta}) for {args.pretrain_steps} steps took {pretrain_s:.0f} s.\n\n"
+          + table(results, args.labels, args.seeds))
+  print("\n" + text)
+  fileio.write_atomic(root / "story.md", (text + "\n").encode())
+  fileio.write_atomic(root / "results.json", json.dumps(
+      {"settings": vars(args), "pretrain_seconds": pretrain_s, "results": results}, indent=1).encode())
+  plot(root, results)
+  print(f"wrote {root / 'story.md'}, results.json and loss_curves.png in {time.time() - start:.0f} s")
+  if hint:
+    print(hint, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,23 @@ def test_digits_split_and_few_labels():
     sources.Digits("train", labels_per_class=0)
 
 
+def test_lfw_split_is_stratified_and_fixed():
+  from skimage.data import lfw_subset
+  train, test = sources.LfwSubset("train"), sources.LfwSubset("test")
+  assert np.bincount(train.labels).tolist() == np.bincount(test.labels).tolist() == [50, 50]
+  assert sorted([*train.indices, *test.indices]) == list(range(200))
+  few = sources.LfwSubset("train", labels_per_class=10)
+  assert np.bincount(few.labels).tolist() == [10, 10] and set(few.indices) <= set(train.indices)
+  again = sources.get_source(ml_collections.ConfigDict(dict(kind="lfw", labels_per_class=10)), "train")
+  np.testing.assert_array_equal(again.indices, few.indices)  # the same split on every call
+  assert not np.array_equal(sources.LfwSubset("train", seed=1).indices, train.indices)
+  raw = lfw_subset()
+  image, label = test[0]
+  assert image.dtype == np.uint8 and image.shape == (25, 25)
+  np.testing.assert_array_equal(image, np.round(raw[test.indices[0]] * 255))
+  assert label == int(test.indices[0] >= 100)  # the first 100 are the faces
+
+
 def test_tfds_source_through_mock_data():
   cfg = ml_collections.ConfigDict(dict(kind="tfds", name="mnist", train_split="train"))
   with tfds.testing.mock_data(num_examples=12, policy=tfds.testing.MockPolicy.USE_CODE):
