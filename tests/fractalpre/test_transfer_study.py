@@ -55,7 +55,7 @@ def test_scaling_backwards_quick(script_main, tmp_path):
   module = scripts.load("scaling_backwards")
   script_main("scaling_backwards", "--quick", "--workdir", str(tmp_path))
   out = json.loads((tmp_path / "results.json").read_text())
-  rows = module.cells(module.QUICK_SWEEPS)
+  rows = module.cells(module.QUICK_ROWS, module.QUICK_SWEEPS)
   assert set(out["results"]) == {f"{g}={v}" for g, v, _ in rows}
   for cell in out["results"].values():
     assert set(cell) == {"finetune", "probe"} and all(set(cell[m]) == {"0", "1"} for m in cell)
@@ -63,5 +63,6 @@ def test_scaling_backwards_quick(script_main, tmp_path):
   assert len([line for line in table if line.startswith("| ") and "±" in line]) == len(rows)
   assert "| FractalDB |" in "\n".join(table) and "| 1p-img edges |" in "\n".join(table)
   assert (tmp_path / "sweeps.png").stat().st_size > 0
-  # rows that share a pretraining share its runs: Delta = 0.3 is the 1p-frac row itself
-  assert out["results"]["delta=0.3"] == out["results"]["rows=1p-frac"]
+  # rows that share a pretraining share its runs: Delta = 0.3 and L = 16 are the 1p-frac row itself
+  assert out["results"]["delta=0.3"] == out["results"]["L=16"] == out["results"]["rows=1p-frac"]
+  assert out["results"]["rows=FractalDB"] != out["results"]["rows=1p-frac"]
