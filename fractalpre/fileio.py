@@ -182,6 +182,13 @@ class ArgumentParser(argparse.ArgumentParser):
     raise SystemExit(fail(f"{self.prog}: error: {message}"))
 
 
+def require_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, *names: str) -> None:
+  """One usage line (exit 2) for the first of these integer flags below 1."""
+  for name in names:
+    if getattr(args, name) < 1:
+      parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+
+
 def png_bytes(image: np.ndarray) -> bytes:
   from PIL import Image
   buf = io.BytesIO()

@@ -84,9 +84,7 @@ def main():
   for d in datasets:
     if d not in DATASETS:
       parser.error(f"--datasets: {d!r} is not one of {sorted(DATASETS)}")
-  for flag in ("pretrain_steps", "classes", "finetune_steps", "labels", "seeds"):
-    if getattr(args, flag) < 1:
-      parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+  fileio.require_positive(parser, args, "pretrain_steps", "classes", "finetune_steps", "labels", "seeds")
   overrides = None
   if args.quick:
     args.pretrain_steps, args.finetune_steps, args.seeds, overrides = 4, 3, 2, transfer_study.QUICK

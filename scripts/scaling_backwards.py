@@ -35,7 +35,12 @@ PAPER = {("rows", "scratch"): 64.2, ("rows", "FractalDB"): 81.6, ("rows", "1p-fr
          ("sigma", 3.5): 84.2, ("sigma", 4.0): 82.8, ("sigma", 4.5): 81.9, ("sigma", 5.0): 82.2, ("sigma", 6.0): 81.3,
          ("L", 16): 78.7, ("L", 64): 82.3, ("L", 512): 82.4, ("L", 1000): 84.2}
 SWEEPS = {"delta": (0.01, 0.05, 0.1, 0.3, 1.0), "sigma": (3.5, 5.0), "L": (16, 64, 256)}
-ROWS = {"scratch": "", "FractalDB": "fractaldb", "1p-frac": "", "1p-img gray": "1pimg_gray",
+def onepfrac_key(classes, delta, sigma) -> str:
+  return f"1pfrac_L{classes}_delta{delta}_sigma{sigma}"
+
+
+# row name -> pretraining key ('' = none)
+ROWS = {"scratch": "", "FractalDB": "fractaldb", "1p-frac": onepfrac_key(**BASE), "1p-img gray": "1pimg_gray",
         "1p-img edges": "1pimg_edges"}
 # --quick: every kind of pretraining once; the sweeps' rows are the 1p-frac row's runs
 QUICK_ROWS, QUICK_SWEEPS = ("scratch", "FractalDB", "1p-frac", "1p-img edges"), {"delta": (0.3,), "sigma": (3.5,),
@@ -44,15 +49,11 @@ QUICK_ROWS, QUICK_SWEEPS = ("scratch", "FractalDB", "1p-frac", "1p-img edges"), 
 
 def cells(rows, sweeps: dict) -> list[tuple[str, object, str]]:
   """(group, value, pretraining key) of every table row; rows with the same pretraining share one run."""
-  out = [("rows", name, onepfrac_key(**BASE) if name == "1p-frac" else ROWS[name]) for name in rows]
+  out = [("rows", name, ROWS[name]) for name in rows]
   for group, values in sweeps.items():
     name = {"delta": "delta", "sigma": "sigma", "L": "classes"}[group]
     out += [(group, v, onepfrac_key(**{**BASE, name: v})) for v in values]
   return out
-
-
-def onepfrac_key(classes, delta, sigma) -> str:
-  return f"1pfrac_L{classes}_delta{delta}_sigma{sigma}"
 
 
 def pretrain_config(key: str, steps: int):
@@ -115,9 +116,7 @@ def main():
   parser.add_argument("--quick", action="store_true", help="a smoke run: 3 pretraining and 2 fine-tuning steps, "
                       "2 seeds, no 1p-img gray row, the sweeps at the 1p-frac row's settings only")
   args = parser.parse_args()
-  for flag in ("pretrain_steps", "finetune_steps", "labels", "seeds"):
-    if getattr(args, flag) < 1:
-      parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+  fileio.require_positive(parser, args, "pretrain_steps", "finetune_steps", "labels", "seeds")
   rows, sweeps, overrides = tuple(ROWS), SWEEPS, None
   if args.quick:
     args.pretrain_steps, args.finetune_steps, args.seeds = 3, 2, 2
