@@ -130,13 +130,22 @@ def cost_key(o: dict) -> str:
   return o["op"]
 
 
+def operand_seconds(curve: list, nbytes: float) -> float:
+  """Seconds one operand of `nbytes` bytes adds to a collective, from a measured curve [[bytes, seconds]]:
+  linear between the points, the smallest point's cost below them, the last segment's slope above."""
+  xs, ys = zip(*sorted(curve))
+  if nbytes <= xs[-1] or len(xs) == 1:
+    return float(np.interp(nbytes, xs, ys))
+  return ys[-1] + (nbytes - xs[-1]) * (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
+
+
 def comm_seconds(ops: list[dict], n: int, bandwidth: float, latency: float, momentum_sync: str = "",
                  steps: int = 1, measured: dict | None = None) -> float:
   """Communication time per step over n devices, sync-step collectives weighted by how often the schedule
   syncs in `steps` steps: latency + bytes / bandwidth, collectives of one kind and dtype charged latency
-  once (XLA on GPU and TPU combines them). With `measured` ({axis: {cost_key: (alpha s, beta bytes/s)}},
-  measured on the link) each collective instruction costs its own alpha and its bytes, at its own group
-  size, go at beta."""
+  once (XLA on GPU and TPU combines them). With `measured` ({axis: {cost_key: {"alpha": s, "curve":
+  [[bytes, s]]}}}, measured on the link) each collective instruction costs alpha and each of its operands
+  its own point on the curve: XLA:CPU runs a combined collective as one gloo call per operand."""
   from fractalpre.parallel import momentum_sync_steps
   share = len(momentum_sync_steps(momentum_sync, steps)) / steps if momentum_sync else 0.0
   total = 0.0
@@ -146,8 +155,8 @@ def comm_seconds(ops: list[dict], n: int, bandwidth: float, latency: float, mome
       if o["when"] != when or not weight:
         continue
       if measured:
-        alpha, beta = measured[o["axis"]][cost_key(o)]
-        total += weight * (alpha * (o["name"] not in kinds) + sent_bytes(o["op"], o["bytes"], o["group"]) / beta)
+        cost = measured[o["axis"]][cost_key(o)]
+        total += weight * (cost["alpha"] * (o["name"] not in kinds) + operand_seconds(cost["curve"], o["bytes"]))
         kinds.add(o["name"])
         continue
       if (o["op"], o["dtype"]) not in kinds:

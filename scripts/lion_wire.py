@@ -206,12 +206,18 @@ def worker(args) -> None:
   jax.distributed.shutdown()
 
 
-def _collective_costs(step_mesh, calls: int = 20, repeats: int = 3, large: int = 16 << 20) -> dict:
-  """{axis: {kind: (alpha s, beta bytes/s)}} of each collective kind on each axis of the step's mesh (and
-  over all of them, 'all'): alpha from a chain of `calls` dependent tiny ones (XLA cannot combine them),
-  beta from one of `large` bytes a device less alpha (gloo's real throughput: on this CPU its reduction,
-  not the link, limits an fp32 all-reduce above about 1 Gbit/s); medians of `repeats`. Every group of an
-  axis runs at once, as in the step, so a node's devices share its link here too."""
+GRID = ((64, 128), (4 << 10, 64), (64 << 10, 32), (256 << 10, 16), (1 << 20, 8), (4 << 20, 4),
+        (16 << 20, 1))  # (bytes, operands)
+
+
+def _collective_costs(step_mesh, calls: int = 20, repeats: int = 5) -> dict:
+  """{axis: {kind: {"alpha": s, "curve": [[bytes, s]]}}} of each collective kind on each axis of the step's
+  mesh (and over all of them, 'all'). alpha, the fixed cost of an instruction, from a chain of `calls`
+  dependent tiny ones (XLA cannot combine them); the curve, the cost of one operand of a given size, from
+  one program of `GRID` operands of that size less alpha per instruction in it, since XLA:CPU runs a
+  combined collective as one gloo call per operand and gloo's cost per call depends on the size (its
+  reduction, not the link, limits a large fp32 all-reduce above about 1 Gbit/s). Medians of `repeats`.
+  Every group of an axis runs at once, as in the step, so a node's devices share its link here too."""
   import jax
   import jax.numpy as jnp
   from jax.sharding import NamedSharding
@@ -222,39 +228,47 @@ def _collective_costs(step_mesh, calls: int = 20, repeats: int = 3, large: int =
   axes = {"data": ("data",)} if names == ("data",) else {"node": ("node",), "local": ("local",), "all": names}
   everything = NamedSharding(step_mesh, P(names))
 
-  def timed(f, x):
-    jax.block_until_ready(f(x))
+  def timed(f, xs):
+    jax.block_until_ready(f(*xs))
     times = []
     for _ in range(repeats):
       t = time.perf_counter()
-      jax.block_until_ready(f(x))
+      jax.block_until_ready(f(*xs))
       times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+  def program(fn):
+    return jax.jit(jax.shard_map(fn, mesh=step_mesh, in_specs=P(names), out_specs=P(names), check_vma=False))
 
   out = {}
   for axis, over in axes.items():
     g = math.prod(step_mesh.shape[a] for a in over)
-    ops = {"all-reduce:float": (jnp.float32, lambda x: jax.lax.psum(x, over) / g),
-           "all-reduce:int": (jnp.int8, lambda x: jax.lax.psum(x, over) // g),
-           "all-to-all": (jnp.uint8, lambda x: jax.lax.all_to_all(x, over, 0, 0, tiled=True)),
-           "all-gather": (jnp.uint8, lambda x: jax.lax.all_gather(x, over, tiled=True))}
+    ops = {"all-reduce:float": (jnp.float32, lambda xs: [y / g for y in jax.lax.psum(xs, over)]),
+           "all-reduce:int": (jnp.int8, lambda xs: [y // g for y in jax.lax.psum(xs, over)]),
+           "all-to-all": (jnp.uint8, lambda xs: [jax.lax.all_to_all(x, over, 0, 0, tiled=True) for x in xs]),
+           "all-gather": (jnp.uint8, lambda xs: jax.lax.all_gather(xs, over, tiled=True))}
     out[axis] = {}
     for kind, (dtype, op) in ops.items():
-      def chain(x, op=op, k=calls, gather=kind == "all-gather"):
-        for _ in range(k):
-          x = op(x)[:x.shape[0]] if gather else op(x)
-        return x
+      gather = kind == "all-gather"
       itemsize = jnp.dtype(dtype).itemsize
       local = lambda m, dtype=dtype: jax.make_array_from_process_local_data(
           everything, jnp.ones(m * jax.local_device_count(), dtype))  # m elements a device
-      f = jax.jit(jax.shard_map(chain, mesh=step_mesh, in_specs=P(names), out_specs=P(names), check_vma=False))
-      alpha = timed(f, local(8 * g)) / calls
-      m = large // itemsize // g * g // (g if kind == "all-gather" else 1)  # all-gather: `large` gathered
-      one = jax.jit(jax.shard_map(lambda x, op=op: op(x), mesh=step_mesh, in_specs=P(names), out_specs=P(names),
-                                  check_vma=False))
-      buffer = m * itemsize * (g if kind == "all-gather" else 1)
-      sent = lion_ledger.sent_bytes(kind.split(":")[0], buffer, g)
-      out[axis][kind] = (alpha, sent / max(timed(one, local(m)) - alpha, 1e-9))
+
+      def chain(x, op=op, k=calls, gather=gather):
+        for _ in range(k):
+          x = op([x])[0][:x.shape[0]] if gather else op([x])[0]
+        return x
+      alpha = timed(program(chain), [local(8 * g)]) / calls
+      curve = []
+      for size, k in GRID:
+        m = size // itemsize // g * g // (g if gather else 1)  # elements a device; all-gather: `size` gathered
+        f = program(lambda *xs, op=op: tuple(op(list(xs))))
+        xs = [local(m) for _ in range(k)]  # distinct, so nothing is merged
+        instructions = len({o["name"] for o in lion_ledger.collectives(f.lower(*xs).compile().as_text(),
+                                                                          jax.device_count())})
+        buffer = m * itemsize * (g if gather else 1)
+        curve.append([buffer, max(timed(f, xs) - alpha * instructions, 0.0) / k])
+      out[axis][kind] = {"alpha": alpha, "curve": curve}
     out[axis]["reduce-scatter"] = out[axis]["all-reduce:float"]
     out[axis]["collective-permute"] = out[axis]["all-to-all"]
   return out
@@ -354,9 +368,11 @@ def summarise(args, results, rtt, link, nodes) -> dict:
     if args.timing:
       entry["compute_seconds"] = statistics.median(r["rows"][m]["compute"] for r in results)
     out["modes"].append(entry)
-  if args.timing:  # the step's collectives on that kind of step, at the alpha and beta measured on the link
-    costs = {axis: {k: [statistics.median(r["costs"][axis][k][i] for r in results) for i in (0, 1)]
-                    for k in kinds} for axis, kinds in results[0]["costs"].items()}
+  if args.timing:  # the step's collectives on that kind of step, at the costs measured on the link
+    costs = {axis: {k: {"alpha": statistics.median(r["costs"][axis][k]["alpha"] for r in results),
+                        "curve": [[b, statistics.median(r["costs"][axis][k]["curve"][i][1] for r in results)]
+                                  for i, (b, _) in enumerate(c["curve"])]}
+                    for k, c in kinds.items()} for axis, kinds in results[0]["costs"].items()}
     out["costs"] = costs
     for entry, row in zip(out["modes"], results[0]["rows"]):
       for kind in ("every", "sync"):
@@ -367,15 +383,24 @@ def summarise(args, results, rtt, link, nodes) -> dict:
   return out
 
 
+def _size(nbytes: float) -> str:
+  for unit, scale in (("MB", 1 << 20), ("KB", 1 << 10)):
+    if nbytes >= scale:
+      return f"{nbytes / scale:g} {unit}"
+  return f"{nbytes:g} B"
+
+
 def print_table(out) -> None:
   print(f"# {out['processes']} processes in {out['nodes']} network namespaces, link "
         f"{out['rate'] or 'unshaped veth'}, TCP round trip {out['rtt_ms']:.3f} ms")
   if out["costs"]:
     print(f"# measured: TCP goodput {out['goodput_MBps']:.1f} MB/s per node (a raw socket, both directions)")
     for axis, kinds in out["costs"].items():
-      cells = ", ".join(f"{k} {1e3 * a:.2f} ms + bytes at {b / 1e6:.0f} MB/s" for k, (a, b) in kinds.items()
-                        if k not in ("reduce-scatter", "collective-permute"))
-      print(f"# measured collectives over {axis}: {cells}")
+      print(f"# measured collectives over {axis}: ms an instruction + ms an operand of "
+            + ", ".join(_size(b) for b, _ in next(iter(kinds.values()))["curve"]))
+      for k, c in kinds.items():
+        if k not in ("reduce-scatter", "collective-permute"):
+          print(f"#   {k}: {1e3 * c['alpha']:.2f} + " + ", ".join(f"{1e3 * t:.2f}" for _, t in c["curve"]))
   timed = out["costs"] is not None
   base = next((e["every"] for e in out["modes"] if e["comm"] == "allreduce"), None)
   print("| comm | momentum sync | step | MB sent / node, measured | ledger | overhead |"

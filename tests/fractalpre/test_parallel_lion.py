@@ -274,3 +274,23 @@ def test_hierarchical_step_averages_within_nodes_and_votes_across_them():
   assert all(o["bytes"] <= 4 for o in ops if o["axis"] == "all")  # scalar metrics
   # the nodes exchange the vote on a quarter of the vector each: ceil(P / 4 / 8) bytes a device, padded
   assert sum(o["bytes"] for o in node if o["op"] == "all-to-all") <= params / 4 / 8 + 8
+
+
+def test_measured_cost_model_charges_every_operand_of_a_combined_collective():
+  """XLA:CPU runs a combined all-reduce as one gloo call per operand: the model charges the instruction's
+  alpha once and each operand its own point of the measured per-operand curve (interpolated between the
+  points, extrapolated on the last segment's slope)."""
+  ledger = load_ledger()
+  curve = [[64, 1e-3], [1 << 20, 3e-3], [2 << 20, 5e-3]]
+  measured = {"data": {"all-reduce:float": {"alpha": 0.01, "curve": curve}}}
+  op = lambda nbytes, name, when="every": {"op": "all-reduce", "dtype": "f32", "bytes": nbytes, "group": 2,
+                                           "axis": "data", "name": name, "when": when}
+  assert ledger.operand_seconds(curve, 4) == 1e-3
+  assert np.isclose(ledger.operand_seconds(curve, 1.5 * (1 << 20)), 4e-3)
+  assert np.isclose(ledger.operand_seconds(curve, 4 << 20), 9e-3)
+  combined = [op(64, "ar.1"), op(64, "ar.1"), op(1 << 20, "ar.1")]
+  assert np.isclose(ledger.comm_seconds(combined, 2, 0, 0, measured=measured), 0.01 + 1e-3 + 1e-3 + 3e-3)
+  separate = [op(64, "ar.1"), op(64, "ar.2")]
+  assert np.isclose(ledger.comm_seconds(separate, 2, 0, 0, measured=measured), 2 * (0.01 + 1e-3))
+  synced = combined + [op(2 << 20, "ar.9", "sync")]  # on one step in two of every:2
+  assert np.isclose(ledger.comm_seconds(synced, 2, 0, 0, "every:2", 10, measured), 0.015 + (0.01 + 5e-3) / 2)
