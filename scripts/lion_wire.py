@@ -10,8 +10,9 @@ Each process runs the trainer's compiled step (`lion_ledger.step_config`) on a c
 its namespace's kernel byte counters (/sys/class/net/eth0/statistics) around every step. The bytes are
 put next to the ledger's prediction, parsed from that same compiled program, for non-sync and sync steps
 of the momentum schedule. `--rate` shapes each node's egress with `tc tbf`; then the step times are put
-next to the cost model's, computed from the measured compute time (the same step on one device, no
-collective, run by all processes at once), the measured framing overhead and the measured latency.
+next to the cost model's, computed from the measured compute time of each kind of step (the same step on
+one device, no collective, run by all processes at once) and each collective's cost per instruction and
+per operand, measured on the same link.
 Needs root (network namespaces).
 """
 from __future__ import annotations
@@ -274,24 +275,30 @@ def _collective_costs(step_mesh, calls: int = 20, repeats: int = 5) -> dict:
   return out
 
 
-def _compute_seconds(args, comm, sync, local) -> float:
-  """Median step time of the same mode on this process's device alone (no collective): what the step
-  costs besides communication, with every process computing at the same time."""
+def _compute_seconds(args, comm, sync, local) -> dict:
+  """{kind: median step time} of the same mode on this process's device alone (no collective), for
+  non-sync ('every') and sync steps of its schedule: what the step costs besides communication, with every
+  process computing at the same time. A sync step's branch does work of its own (the momentum mean and the
+  conditional's buffers), so the two kinds are timed apart."""
   import jax
   import lion_ledger
+
+  from fractalpre.parallel import momentum_sync_steps
   mesh = jax.make_mesh((1,), ("data",), devices=jax.local_devices()[:1], axis_types=(jax.sharding.AxisType.Auto,))
   config = lion_ledger.step_config(args.model, comm, args.image_size, sync, "flat", 0, args.batch_per_device,
                                    args.model_args)
   config.batch_size = args.batch_per_device
   state, step, _ = lion_ledger.build_step(config, args.classes, mesh)
   inputs = jax.device_put(local, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
-  times = []
+  syncs = set(momentum_sync_steps(sync, args.warmup + args.steps)) if sync else set()
+  times = {"every": [], "sync": []}
   for i in range(args.warmup + args.steps):
     t = time.perf_counter()
     state, _ = step(state, inputs)
     jax.block_until_ready(state)
-    times.append(time.perf_counter() - t)
-  return statistics.median(times[args.warmup:])
+    if i >= args.warmup:
+      times["sync" if i + 1 in syncs else "every"].append(time.perf_counter() - t)
+  return {kind: statistics.median(ts) for kind, ts in times.items() if ts}
 
 
 def _modes(args):
@@ -366,7 +373,9 @@ def summarise(args, results, rtt, link, nodes) -> dict:
                      "seconds": statistics.median(statistics.median(r["rows"][m]["seconds"][i] for i in idx)
                                                   for r in results)}
     if args.timing:
-      entry["compute_seconds"] = statistics.median(r["rows"][m]["compute"] for r in results)
+      for kind in ("every", "sync"):
+        if kind in entry:
+          entry[kind]["compute_seconds"] = statistics.median(r["rows"][m]["compute"][kind] for r in results)
     out["modes"].append(entry)
   if args.timing:  # the step's collectives on that kind of step, at the costs measured on the link
     costs = {axis: {k: {"alpha": statistics.median(r["costs"][axis][k]["alpha"] for r in results),
@@ -378,7 +387,7 @@ def summarise(args, results, rtt, link, nodes) -> dict:
       for kind in ("every", "sync"):
         if kind in entry:
           ops = [{**o, "when": "every"} for o in row["ops"] if kind == "sync" or o["when"] == "every"]
-          entry[kind]["predicted_seconds"] = entry["compute_seconds"] + lion_ledger.comm_seconds(
+          entry[kind]["predicted_seconds"] = entry[kind]["compute_seconds"] + lion_ledger.comm_seconds(
               ops, 0, 0.0, 0.0, measured=costs)
   return out
 
@@ -415,7 +424,7 @@ def print_table(out) -> None:
       cells = [e["comm"], e["momentum_sync"] or "none", "sync" if kind == "sync" else "non-sync",
                f"{k['measured_bytes'] / 1e6:.3f}", f"{k['predicted_bytes'] / 1e6:.3f}", over]
       if timed:
-        cells += [f"{k['seconds']:.3f}", f"{k['predicted_seconds']:.3f}", f"{e['compute_seconds']:.3f}"]
+        cells += [f"{k['seconds']:.3f}", f"{k['predicted_seconds']:.3f}", f"{k['compute_seconds']:.3f}"]
         cells += ([f"{base['seconds'] / k['seconds']:.2f}x", f"{base['predicted_seconds'] / k['predicted_seconds']:.2f}x"]
                   if base else ["", ""])
       print("| " + " | ".join(cells) + " |")
