@@ -71,9 +71,10 @@ def vit_table(root: Path, steps: int, lr: float, seeds: int, modes=VIT_MODES):
   runs = {(comm, sync): {seed: vit_run(root, comm, sync, seed, steps, lr) for seed in range(seeds)}
           for comm, sync in modes}
   base = runs[modes[0]]
-  print(f"\n{seeds} seeds, {steps} steps; mean ± std over seeds, and the difference from allreduce at the same "
-        "seed\n\n| comm | momentum sync | final train loss | final train top-1 | loss - first | top-1 - first "
-        "| worse than first |\n|---|---|---:|---:|---:|---:|---:|")
+  first = f"{modes[0][0]} sync {modes[0][1] or 'none'}"
+  print(f"\n{seeds} seeds, {steps} steps; mean ± std over seeds, and the difference from {first} at the same seed"
+        f"\n\n| comm | momentum sync | final train loss | final train top-1 | loss - {first} | top-1 - {first} "
+        f"| loss above {first} |\n|---|---|---:|---:|---:|---:|---:|")
   for (comm, sync), per_seed in runs.items():
     loss, top1 = spread(r["loss"] for r in per_seed.values()), spread(r["top1"] for r in per_seed.values())
     dloss = spread(per_seed[s]["loss"] - base[s]["loss"] for s in per_seed)
@@ -115,11 +116,11 @@ def main():
   if args.steps is not None:
     fileio.require_positive(parser, args, "steps")
   modes = tuple((m.partition("/")[0], m.partition("/")[2]) for m in args.modes.split(",") if m)
+  if not modes:
+    parser.error("--modes must name at least one mode")
   for comm, _ in modes:
     if comm not in COMMS:
       parser.error(f"--modes: unknown comm {comm!r}; choose from {', '.join(COMMS)}")
-  if not modes:
-    parser.error("--modes must name at least one mode")
   if args.vit:
     hint = cpu_allocator.preload()
     vit_table(Path(args.workdir), args.steps or 1000, args.vit_lr, args.seeds, modes)

@@ -167,7 +167,6 @@ def worker(args) -> None:
   import lion_ledger
 
   from fractalpre import trainer
-  from fractalpre.parallel import momentum_sync_steps
   local_devices = args.local_devices if args.hierarchy == "node" else 0
   rows, costs = [], None
   for comm, sync in _modes(args):
@@ -198,8 +197,7 @@ def worker(args) -> None:
       tx2, rx2 = _counters()
       sent.append(tx2 - tx)
       received.append(rx2 - rx)
-    syncs = set(momentum_sync_steps(sync, start + args.steps))
-    kinds = ["sync" if start + i + 1 in syncs else "every" for i in range(args.steps)]
+    kinds = _step_kinds(sync, start, args.steps)
     rows.append({"comm": comm, "momentum_sync": sync, "kinds": kinds, "sent": sent, "received": received,
                  "seconds": seconds, "compute": compute, "predicted": predicted, "ops": ops,
                  "loss": float(metrics["loss"])})
@@ -260,10 +258,9 @@ def _collective_costs(step_mesh, calls: int = 20, repeats: int = 5) -> dict:
           x = op([x])[0][:x.shape[0]] if gather else op([x])[0]
         return x
       alpha = timed(program(chain), [local(8 * g)]) / calls
-      curve = []
+      f, curve = program(lambda *xs, op=op: tuple(op(list(xs)))), []
       for size, k in GRID:
         m = size // itemsize // g * g // (g if gather else 1)  # elements a device; all-gather: `size` gathered
-        f = program(lambda *xs, op=op: tuple(op(list(xs))))
         xs = [local(m) for _ in range(k)]  # distinct, so nothing is merged
         instructions = len({o["name"] for o in lion_ledger.collectives(f.lower(*xs).compile().as_text(),
                                                                           jax.device_count())})
@@ -282,23 +279,27 @@ def _compute_seconds(args, comm, sync, local) -> dict:
   conditional's buffers), so the two kinds are timed apart."""
   import jax
   import lion_ledger
-
-  from fractalpre.parallel import momentum_sync_steps
   mesh = jax.make_mesh((1,), ("data",), devices=jax.local_devices()[:1], axis_types=(jax.sharding.AxisType.Auto,))
   config = lion_ledger.step_config(args.model, comm, args.image_size, sync, "flat", 0, args.batch_per_device,
                                    args.model_args)
   config.batch_size = args.batch_per_device
   state, step, _ = lion_ledger.build_step(config, args.classes, mesh)
   inputs = jax.device_put(local, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
-  syncs = set(momentum_sync_steps(sync, args.warmup + args.steps)) if sync else set()
   times = {"every": [], "sync": []}
-  for i in range(args.warmup + args.steps):
+  for i, kind in enumerate(_step_kinds(sync, 0, args.warmup + args.steps)):
     t = time.perf_counter()
     state, _ = step(state, inputs)
     jax.block_until_ready(state)
     if i >= args.warmup:
-      times["sync" if i + 1 in syncs else "every"].append(time.perf_counter() - t)
+      times[kind].append(time.perf_counter() - t)
   return {kind: statistics.median(ts) for kind, ts in times.items() if ts}
+
+
+def _step_kinds(sync: str, start: int, count: int) -> list[str]:
+  """'sync' or 'every' for each of the `count` steps after step `start` under the momentum schedule."""
+  from fractalpre.parallel import momentum_sync_steps
+  syncs = set(momentum_sync_steps(sync, start + count)) if sync else set()
+  return ["sync" if start + i + 1 in syncs else "every" for i in range(count)]
 
 
 def _modes(args):
