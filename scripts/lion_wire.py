@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fractalpre import cpu_allocator
+
 HERE = Path(__file__).resolve().parent
 PREFIX = "fpw"
 SUBNET = "10.231.0"
@@ -485,11 +487,15 @@ def main(argv=None):
   if args.worker:
     worker(args)
     return 0
+  # the workers inherit the allocator: they time the trainer's step as its CPU runs do (with tcmalloc)
+  hint = cpu_allocator.preload() if argv is None else None
   out = run(args)
   if args.json:
     print(json.dumps(out))
   else:
     print_table(out)
+  if hint:
+    print(hint, file=sys.stderr)
   return 0
 
 
