@@ -149,9 +149,19 @@ def round_trip_seconds(samples: int = 200) -> float:
 
 
 # ----------------------------------------------------------------------------------------- worker
-def _counters():
+def _counters(quiet: float = 0.0, limit: float = 1.0):
+  """(tx_bytes, rx_bytes) of eth0; with `quiet`, once they have not moved for that many seconds (at most
+  `limit`): a step is done when its last receive completes, while its own last sends may still sit in the
+  socket buffer and the queue."""
   base = "/sys/class/net/eth0/statistics/"
-  return tuple(int(Path(base + name).read_text()) for name in ("tx_bytes", "rx_bytes"))
+  read = lambda: tuple(int(Path(base + name).read_text()) for name in ("tx_bytes", "rx_bytes"))
+  last, since, deadline = read(), time.perf_counter(), time.perf_counter() + limit
+  while time.perf_counter() - since < quiet and time.perf_counter() < deadline:
+    time.sleep(quiet / 5)
+    now = read()
+    if now != last:
+      last, since = now, time.perf_counter()
+  return last
 
 
 def worker(args) -> None:
@@ -191,14 +201,19 @@ def worker(args) -> None:
     jax.block_until_ready(state)
     start = int(jax.device_get(state["step"]))
     sent, received, seconds = [], [], []
-    for _ in range(args.steps):
-      tx, rx, t = *_counters(), time.perf_counter()
+    # back-to-back windows, so a step's last sends that leave after it ends count in the next one; the
+    # warm-up's are let out before the first, the last step's waited for after it (no waits in between,
+    # which would stagger the processes' steps)
+    tx, rx = _counters(quiet=0.05)
+    for i in range(args.steps):
+      t = time.perf_counter()
       state, metrics = step(state, inputs)
       jax.block_until_ready(state)
       seconds.append(time.perf_counter() - t)
-      tx2, rx2 = _counters()
+      tx2, rx2 = _counters(quiet=0.05 if i == args.steps - 1 else 0.0)
       sent.append(tx2 - tx)
       received.append(rx2 - rx)
+      tx, rx = tx2, rx2
     kinds = _step_kinds(sync, start, args.steps)
     rows.append({"comm": comm, "momentum_sync": sync, "kinds": kinds, "sent": sent, "received": received,
                  "seconds": seconds, "compute": compute, "predicted": predicted, "ops": ops,
