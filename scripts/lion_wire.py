@@ -149,13 +149,13 @@ def round_trip_seconds(samples: int = 200) -> float:
 
 
 # ----------------------------------------------------------------------------------------- worker
-def _counters(quiet: float = 0.0, limit: float = 1.0):
+def _counters(quiet: float = 0.0):
   """(tx_bytes, rx_bytes) of eth0; with `quiet`, once they have not moved for that many seconds (at most
-  `limit`): a step is done when its last receive completes, while its own last sends may still sit in the
+  one second): a step is done when its last receive completes, while its own last sends may still sit in the
   socket buffer and the queue."""
   base = "/sys/class/net/eth0/statistics/"
   read = lambda: tuple(int(Path(base + name).read_text()) for name in ("tx_bytes", "rx_bytes"))
-  last, since, deadline = read(), time.perf_counter(), time.perf_counter() + limit
+  last, since, deadline = read(), time.perf_counter(), time.perf_counter() + 1.0
   while time.perf_counter() - since < quiet and time.perf_counter() < deadline:
     time.sleep(quiet / 5)
     now = read()
