@@ -14,10 +14,10 @@ LOWER_VENV ?= .venv-lower
 # A fast subset that touches every dependency: IFS/rendering (numba), datasets and both writers (tfds,
 # array-record, pillow), the trainer end to end (jax, flax, optax, orbax, grain), Lion, timm export
 # (safetensors), SR metrics (scikit-image, scipy).
-LOWER_TESTS = tests/fractalpre/test_ifs.py tests/fractalpre/test_render.py tests/fractalpre/test_datasets.py \
-	tests/fractalpre/test_configs.py tests/fractalpre/test_timm_weights.py tests/fractalpre/test_parallel_lion.py \
-	tests/fractalpre/test_generate_train.py tests/fractalpre/test_fileio.py tests/superres/test_metrics.py \
-	tests/superres/test_quality.py
+LOWER_TESTS = tests/fractalpre/fractals/test_ifs.py tests/fractalpre/fractals/test_render.py \
+	tests/fractalpre/fractals/test_sources.py tests/fractalpre/test_configs.py tests/fractalpre/test_export.py \
+	tests/fractalpre/optim/test_lion.py tests/fractalpre/test_generate_train.py tests/fractalpre/util/test_files.py \
+	tests/superres/curation/test_metrics.py tests/superres/curation/test_quality.py
 
 .PHONY: setup tcmalloc demo test test-lower-bounds bench
 

@@ -1,4 +1,4 @@
-"""CPU training speed with glibc's malloc against tcmalloc (fractalpre.cpu_allocator), side by side in one run,
+"""CPU training speed with glibc's malloc against tcmalloc (fractalpre.util.cpu_allocator), side by side in one run,
 and PyTorch eager on the same model as a reference.
 
   python benchmarks/bench_cpu_training.py [--rounds 3] [--steps 20] [--torch-python /path/to/venv/bin/python]
@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fractalpre import fileio
+from fractalpre import util
+from fractalpre.training import config_files
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = {"glibc malloc (before)": {"FRACTALPRE_TCMALLOC": "0"}, "tcmalloc (default)": {}}
@@ -28,14 +29,14 @@ SETTINGS = {"glibc malloc (before)": {"FRACTALPRE_TCMALLOC": "0"}, "tcmalloc (de
 
 def child(steps: int, batch: int) -> dict:
   """Runs in the measured process: the trainer's images/s, the step's, the allocator and the process's costs."""
-  from fractalpre import cpu_allocator
+  from fractalpre.util import cpu_allocator
   cpu_allocator.preload()  # re-executes under tcmalloc unless opted out
   import jax
   from bench_train import median_step_seconds
-  from fractalpre import classification, train
+  from fractalpre.training import classification
   jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp())
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  config = train.load_config(str(HERE.parent / "configs" / "pretrain_1pfrac_vit.py"))
+  config = config_files.load_config(str(HERE.parent / "configs" / "pretrain_1pfrac_vit.py"))
   config.update(batch_size=batch, log_every=10**6, checkpoint_every=10**6, tensorboard=False)
   config.data.workers = 2
   seconds = {}
@@ -58,7 +59,7 @@ def run_child(env: dict, steps: int, batch: int) -> dict:
 
 
 def main():
-  parser = fileio.ArgumentParser(description=__doc__)
+  parser = util.ArgumentParser(description=__doc__)
   parser.add_argument("--rounds", type=int, default=3, help="processes per setting")
   parser.add_argument("--steps", type=int, default=20, help="timed trainer steps per process")
   parser.add_argument("--vit-batch", type=int, default=32, help="images per step")

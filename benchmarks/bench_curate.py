@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from machine import describe
-from fractalpre import fileio
-from superres import metrics, quality, scoring
+from fractalpre import util
+from superres.curation import metrics, quality, scoring
 
 
 def median_time(fn, repeats):
@@ -42,7 +42,7 @@ def make_photos(folder: Path, count: int) -> None:
 
 
 def main():
-  parser = fileio.ArgumentParser(description=__doc__)
+  parser = util.ArgumentParser(description=__doc__)
   parser.add_argument("--images", type=int, default=96, help="images to score")
   parser.add_argument("--repeats", type=int, default=3, help="timed runs (the median is reported)")
   args = parser.parse_args()

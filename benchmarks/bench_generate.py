@@ -18,7 +18,8 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from fractalpre import datasets, export, fileio
+from fractalpre import fractals, util
+from fractalpre.fractals import writers
 from machine import describe
 
 
@@ -29,7 +30,7 @@ def seconds(fn):
 
 
 def main():
-  parser = fileio.ArgumentParser(description=__doc__)
+  parser = util.ArgumentParser(description=__doc__)
   parser.add_argument("--repeats", type=int, default=9, help="timed runs (the median is reported)")
   parser.add_argument("--images", type=int, default=256, help="images per timed run")
   args = parser.parse_args()
@@ -39,7 +40,7 @@ def main():
   print("| size | threads | kernel img/s | scaling | dataset img/s | png img/s |")
   print("|---:|---:|---:|---:|---:|---:|")
   for size in (224, 512):
-    ds = datasets.OnePFrac(num_classes=args.images, size=size)
+    ds = fractals.OnePFrac(num_classes=args.images, size=size)
     idx = list(range(args.images))
     ds.resolve(idx)
     systems = [ds.class_system(c).system for c in idx]
@@ -50,7 +51,7 @@ def main():
     def to_png(threads):
       images, _ = ds.batch(idx)
       with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda j: export.write_atomic(Path(tmp) / f"{j}.png", export.png_bytes(images[j])), idx))
+        list(pool.map(lambda j: writers.write_atomic(Path(tmp) / f"{j}.png", writers.png_bytes(images[j])), idx))
 
     runs = {
         "kernel": lambda threads: ds.settings.draw(systems, keys, probs, out=buffer),

@@ -12,13 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fractalpre import fileio
+from fractalpre import util
+from fractalpre.training import config_files
 
 
 def step_time(comm, batch, steps):
   from bench_train import median_step_seconds
-  from fractalpre import train
-  config = train.load_config("configs/pretrain_1pfrac_vit.py")
+  config = config_files.load_config("configs/pretrain_1pfrac_vit.py")
   config.update(batch_size=batch, image_size=224)
   config.optim.optimizer = "lion"
   config.lion.comm = comm
@@ -26,7 +26,7 @@ def step_time(comm, batch, steps):
 
 
 def main():
-  parser = fileio.ArgumentParser(description=__doc__)
+  parser = util.ArgumentParser(description=__doc__)
   parser.add_argument("--steps", type=int, default=3, help="timed steps")
   parser.add_argument("--batch", type=int, default=32, help="global batch")
   args = parser.parse_args()
@@ -36,7 +36,7 @@ def main():
   print(f"# bench_lion on {describe()}, JAX {jax.__version__}")
   ledger = json.loads(subprocess.run([sys.executable, str(Path(__file__).parents[1] / "scripts" / "lion_ledger.py"), "--model", "vit_ti16",
                                       "--devices", "8", "--json"], capture_output=True, text=True, check=True).stdout)
-  from fractalpre.parallel import COMMS
+  from fractalpre.optim.lion import COMMS
   base_bytes = ledger["rows"]["allreduce"]["sent_bytes"]
   pred = {c: {(p["devices"], p["link"]): p["step_ms"] for p in ps} for c, ps in ledger["predictions"].items()}
   base_time = step_time("allreduce", args.batch, args.steps)

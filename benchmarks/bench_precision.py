@@ -9,12 +9,13 @@ add `--model vit_b16 --batch 128` there.
 
 
 from bench_train import median_step_seconds
-from fractalpre import fileio, train
+from fractalpre import util
+from fractalpre.training import config_files
 from machine import describe_jax
 
 
 def main():
-  parser = fileio.ArgumentParser(description=__doc__)
+  parser = util.ArgumentParser(description=__doc__)
   parser.add_argument("--steps", type=int, default=5, help="timed steps")
   parser.add_argument("--model", default=None, help="default: the runlocal ViT and ViT-Ti/16 at batch 8")
   parser.add_argument("--batch", type=int, default=8, help="global batch")
@@ -22,8 +23,8 @@ def main():
   print(f"# bench_precision on {describe_jax()}")
   print("| model | image | batch | fp32 img/s | bf16 img/s | fp8 img/s | bf16 / fp32 time | fp8 / fp32 time |")
   print("|---|---:|---:|---:|---:|---:|---:|---:|")
-  local = train.load_config("configs/pretrain_1pfrac_vit.py:runlocal")
-  full = train.load_config("configs/pretrain_1pfrac_vit.py")
+  local = config_files.load_config("configs/pretrain_1pfrac_vit.py:runlocal")
+  full = config_files.load_config("configs/pretrain_1pfrac_vit.py")
   full.batch_size = args.batch
   runs = [("vit_cpu (runlocal)", local), ("ViT-Ti/16", full)]
   if args.model:

@@ -16,17 +16,19 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bench_train import median_seconds
-from fractalpre import fileio, train, trainer
+from fractalpre import util
+from fractalpre.training import trainer
 from machine import describe_jax
-from superres import data, models, upscale
-from superres import train as sr_train
+from fractalpre.training import config_files
+from superres.sr import data, models, upscale
+from superres.sr import trainer as sr_trainer
 
 
 def training_rate(config, steps):
   mesh = trainer.make_mesh()
   model = models.from_config(config)
   p, s = config.lr_patch, config.scale
-  state, _, step = trainer.build(config, mesh, model, (1, p, p, 3), sr_train.l1_loss)
+  state, _, step = trainer.build(config, mesh, model, (1, p, p, 3), sr_trainer.l1_loss)
   rng = np.random.default_rng(0)
   batch = {"image": rng.random((config.batch_size, p, p, 3), np.float32),
            "target": rng.random((config.batch_size, p * s, p * s, 3), np.float32)}
@@ -58,7 +60,7 @@ def inference_rate(config, runs):
 
 
 def main():
-  parser = fileio.ArgumentParser(description=__doc__)
+  parser = util.ArgumentParser(description=__doc__)
   parser.add_argument("--steps", type=int, default=5, help="timed steps per run")
   parser.add_argument("--runs", type=int, default=5, help="timed runs (the median is reported)")
   args = parser.parse_args()
@@ -67,7 +69,7 @@ def main():
   print("|---|---:|---:|---:|---:|---:|---:|")
   for name, arg in (("EDSR-baseline", "scale=4"), ("EDSR runlocal (32 x 4)", "runlocal"),
                     ("RCAN-lite", "scale=4")):
-    config = train.load_config(f"configs/{'sr_rcan_lite' if name.startswith('RCAN') else 'sr_edsr'}.py:{arg}")
+    config = config_files.load_config(f"configs/{'sr_rcan_lite' if name.startswith('RCAN') else 'sr_edsr'}.py:{arg}")
     config.data.workers = 2 if jax.devices()[0].platform == "cpu" else config.data.workers
     rate = training_rate(config, args.steps)
     pipe = pipeline_rate(config, 8)

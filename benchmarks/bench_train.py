@@ -19,7 +19,11 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fractalpre import augment, classification, device_data, fileio, input_pipeline, sources, train, trainer
+from fractalpre import util
+from fractalpre.data import augment, device_pipeline, host_pipeline
+from fractalpre.data import registry
+from fractalpre.training import classification, trainer
+from fractalpre.training import config_files
 from machine import describe_jax
 
 
@@ -54,7 +58,7 @@ def step_times(config, steps):
   alternation (this VM's speed drifts), the device path's host CPU seconds per image, and the steps the
   loop had dispatched when the first of 8 finished."""
   mesh = trainer.make_mesh()
-  source = sources.get_source(config.data)
+  source = registry.get_source(config.data)
   model = classification.model_from_config(config, source.num_classes)
   shape = (1, config.image_size, config.image_size, 3)
   const_state, _, const_step = trainer.build(config, mesh, model, shape, classification.classification_loss)
@@ -62,7 +66,7 @@ def step_times(config, steps):
   batch = {"image": np.random.default_rng(0).normal(size=(b, s, s, 3)).astype(np.float32),
            "label": np.full((b, n), 1.0 / n, np.float32)}
   batch = {k: jax.device_put(v, NamedSharding(mesh, P("data"))) for k, v in batch.items()}
-  data = device_data.make(source, mesh, config.batch_size, config.seed, config.data)
+  data = device_pipeline.make(source, mesh, config.batch_size, config.seed, config.data)
   aug = augment.DeviceAugment.from_config(config.data.augment, config.image_size, n)
   key, whole = classification.augment_key(config.seed), NamedSharding(mesh, P())
   input_fn = lambda step, inputs: aug(key, step, *data.batch(key, step, inputs), whole=whole)
@@ -94,9 +98,9 @@ def step_times(config, steps):
 
 def host_cpu_per_image(config, batches):
   """Process CPU seconds per image of the host path's grain pipeline (rendering + augmentation)."""
-  source = sources.get_source(config.data)
+  source = registry.get_source(config.data)
   data = ml_collections.ConfigDict({**config.data.to_dict(), "image_size": config.image_size})
-  it = input_pipeline.train_iterator(source, data, config.batch_size, 0)
+  it = host_pipeline.train_iterator(source, data, config.batch_size, 0)
   next(it)
   c = time.process_time()
   for _ in range(batches):
@@ -105,7 +109,7 @@ def host_cpu_per_image(config, batches):
 
 
 def main():
-  parser = fileio.ArgumentParser(description=__doc__)
+  parser = util.ArgumentParser(description=__doc__)
   parser.add_argument("--steps", type=int, default=5, help="timed steps")
   parser.add_argument("--vit-batch", type=int, default=32, help="batch of the ViT-Ti/16 rows")
   args = parser.parse_args()
@@ -113,10 +117,10 @@ def main():
   print("| model | image | batch | constant-batch img/s | device-path img/s | augment share | host CPU us/img "
         "device path | host CPU us/img host path | host / device | ahead |")
   print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-  full = train.load_config("configs/pretrain_1pfrac_vit.py")
+  full = config_files.load_config("configs/pretrain_1pfrac_vit.py")
   full.batch_size = args.vit_batch
   full.data.workers = jax.local_devices()[0].platform == "cpu" and 2 or full.data.workers
-  local = train.load_config("configs/pretrain_1pfrac_vit.py:runlocal")
+  local = config_files.load_config("configs/pretrain_1pfrac_vit.py:runlocal")
   for name, config in (("ViT-Ti/16", full), ("vit_cpu (runlocal)", local)):
     constant, device, device_cpu, ahead = step_times(config, args.steps)
     host_cpu = host_cpu_per_image(config, max(2, 256 // config.batch_size))

@@ -1,21 +1,31 @@
-"""Shared config helpers: big_vision's `:key=value,flag` argument strings."""
+"""Shared config helpers: big_vision's `:key=value,flag` argument strings, and the recipes several configs
+share. Installed as `fractalpre.configs.common`; configs import it by that name."""
 from __future__ import annotations
 
 import ml_collections
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
-  """'runlocal,delta=0.05' -> {runlocal: True, delta: 0.05, ...}, typed like the defaults."""
-  out = ml_collections.ConfigDict(defaults)
+  """'runlocal,delta=0.05' -> {runlocal: True, delta: 0.05, ...}, typed like the defaults. A default given
+  as a type (`classes=int`) means "not set": None unless the argument gives a value, which is parsed as that
+  type; `key=none` sets None (not set) for any key."""
+  kinds = {k: v if isinstance(v, type) else type(v) for k, v in defaults.items()}
+  out = ml_collections.ConfigDict({k: None if isinstance(v, type) else v for k, v in defaults.items()})
   for item in filter(None, (arg or "").split(",")):
     key, eq, value = item.partition("=")
     if key not in defaults:
       raise ValueError(f"unknown config argument {key!r}; allowed: {sorted(defaults)}")
     if not eq:
       out[key] = True
+    elif value.lower() == "none":
+      out[key] = None
+    elif kinds[key] is bool:
+      out[key] = value.lower() in ("1", "true", "yes")
     else:
-      kind = type(defaults[key])
-      out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+      try:
+        out[key] = kinds[key](value)
+      except ValueError:
+        raise ValueError(f"config argument {key}={value!r} is not a {kinds[key].__name__}") from None
   return out
 
 
@@ -65,11 +75,11 @@ def pretrain(data: dict, runlocal: bool, total_steps: int, warmup_steps: int) ->
   c.total_steps = total_steps
   c.optim = ml_collections.ConfigDict(dict(optimizer="adamw", lr=1e-3 * c.batch_size / 512, weight_decay=0.05,
                                            warmup_steps=warmup_steps, min_lr_ratio=0.0))
-  # optim.optimizer=lion with lion.comm in fractalpre.parallel.COMMS: sign-compressed data parallelism.
+  # optim.optimizer=lion with lion.comm in fractalpre.optim.lion.COMMS: sign-compressed data parallelism.
   # lion.hierarchy=node: gradients averaged exactly within nodes of lion.local_devices devices, the vote across them.
   c.lion = ml_collections.ConfigDict(dict(comm="", momentum_sync="", sync_pattern="", hierarchy="flat",
                                           local_devices=0))
-  c.mup = ml_collections.ConfigDict(dict(base_width=0))  # > 0: muP relative to this width (ViTs; fractalpre.mup)
+  c.mup = ml_collections.ConfigDict(dict(base_width=0))  # > 0: muP relative to this width (ViTs; fractalpre.optim.mup)
   c.log_every = 100
   c.checkpoint_every = 2000
   c.keep_checkpoints = 3
@@ -98,8 +108,8 @@ def sr(arg: str | None, model: str) -> ml_collections.ConfigDict:
   """The shared SR recipe (EDSR's: 48 px LR patches, batch 16, L1, Adam at 1e-4 halved every 200k steps;
   here warm-up + cosine by default). `runlocal` shrinks the model to 32 features x 4 blocks, x2, 24 px
   patches and 300 steps, which trains in minutes on 2 CPU cores."""
-  a = parse_arg(arg, scale=4, model=model, kind="photos", path="", names=TRAIN_PHOTOS, steps=300_000, batch=16,
-                patch=48, lr=2e-4, runlocal=False)
+  a = parse_arg(arg, scale=4, model=model, kind="photos", path="", names=TRAIN_PHOTOS, steps=int, batch=16,
+                patch=48, lr=float, runlocal=False)
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.scale = a.scale
@@ -112,9 +122,9 @@ def sr(arg: str | None, model: str) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(name=a.model))
   c.precision = "fp32"
   c.batch_size = a.batch
-  c.total_steps = a.steps
-  c.optim = ml_collections.ConfigDict(dict(optimizer="adamw", lr=a.lr, b1=0.9, b2=0.999, weight_decay=0.0,
-                                           warmup_steps=min(1000, a.steps // 20), schedule="cosine",
+  c.total_steps = 300_000 if a.steps is None else a.steps
+  c.optim = ml_collections.ConfigDict(dict(optimizer="adamw", lr=2e-4 if a.lr is None else a.lr, b1=0.9, b2=0.999, weight_decay=0.0,
+                                           warmup_steps=min(1000, c.total_steps // 20), schedule="cosine",
                                            decay_every=200_000, decay_factor=0.5, min_lr_ratio=0.01))
   c.log_every = 100
   c.eval_every = 5000
@@ -128,8 +138,8 @@ def sr(arg: str | None, model: str) -> ml_collections.ConfigDict:
     c.lr_patch = 24
     c.data.workers = 2
     c.model.update(dict(features=32, blocks=4) if a.model.startswith("edsr") else dict(features=16, groups=2, blocks=2))
-    c.total_steps = 300 if a.steps == 300_000 else a.steps
-    c.optim.update(lr=2e-3 if a.lr == 2e-4 else a.lr, warmup_steps=20)
+    c.total_steps = 300 if a.steps is None else a.steps
+    c.optim.update(lr=2e-3 if a.lr is None else a.lr, warmup_steps=20)
     c.log_every = 20
     c.eval_every = c.checkpoint_every = c.total_steps
   return c

@@ -10,23 +10,23 @@ lfw_subset: faces / non-faces), a TFDS name (+ data_dir), or a folder
 An empty init_from trains from scratch (the baseline). The head is new; position embeddings are
 resampled when the resolution changes. Evaluation reports top-1, NLL and ECE on the test split; with
 optimizer=ivon also at the Bayesian model average of `bma` weight samples (eval_bma_*).
-Arguments: dataset, data_dir, init_from, model, image_size, labels_per_class (digits, lfw), steps, batch, lr
-(default 1e-3 for adamw, 0.2 for ivon), optimizer (adamw|ivon), ess (ivon's effective sample size,
-default 1e5; 0 = the training set size), bma.
+Arguments: dataset, data_dir, init_from, model, image_size, labels_per_class (digits, lfw; default all), steps,
+batch, lr (default 1e-3 for adamw, 0.2 for ivon), optimizer (adamw|ivon), ess (ivon's effective sample size,
+default 1e5; `ess=none`: the training set size), bma.
 """
 import ml_collections
 
-from configs import common
+from fractalpre.configs import common
 
 
 def get_config(arg=None):
   a = common.parse_arg(arg, dataset="digits", data_dir="", init_from="", model="vit_cpu", image_size=32,
-                       labels_per_class=0, steps=300, batch=64, lr=0.0, linear_probe=False, optimizer="adamw", ess=1e5,
-                       bma=8)
+                       labels_per_class=int, steps=300, batch=64, lr=float, linear_probe=False, optimizer="adamw",
+                       ess=1e5, bma=8)
   c = ml_collections.ConfigDict()
   c.seed = 0
   if a.dataset in ("digits", "lfw"):  # real images bundled with scikit-learn / scikit-image
-    c.data = ml_collections.ConfigDict(dict(kind=a.dataset, labels_per_class=a.labels_per_class or None, seed=0))
+    c.data = ml_collections.ConfigDict(dict(kind=a.dataset, labels_per_class=a.labels_per_class, seed=0))
   elif "/" in a.dataset or a.dataset.startswith("."):
     c.data = ml_collections.ConfigDict(common.disk_data(a.dataset)[0])
   else:
@@ -53,15 +53,15 @@ def get_config(arg=None):
     # Short few-label fine-tunes (measured on digits, 100 labels, 150 steps): the paper's long-run settings
     # (hess_init 0.1, b2 0.99999, clip radius 1e-3, ess = N) did not learn -- the curvature never left
     # hess_init, the steps were clipped to nothing and sigma ~ 0.3 drowned the weights. hess_init 1, b2 0.999,
-    # no clipping and ess 1e5 learn. ess=0 uses the training set size.
-    c.optim = ml_collections.ConfigDict(dict(optimizer="ivon", lr=a.lr or 0.2, ess=a.ess, hess_init=1.0,
+    # no clipping and ess 1e5 learn. ess=none uses the training set size.
+    c.optim = ml_collections.ConfigDict(dict(optimizer="ivon", lr=0.2 if a.lr is None else a.lr, ess=a.ess, hess_init=1.0,
                                              b1=0.9, b2=0.999, weight_decay=1e-4, clip_radius=float("inf"),
                                              warmup_steps=max(a.steps // 10, 1)))
   else:
-    c.optim = ml_collections.ConfigDict(dict(optimizer=a.optimizer, lr=a.lr or 1e-3, weight_decay=0.05,
+    c.optim = ml_collections.ConfigDict(dict(optimizer=a.optimizer, lr=1e-3 if a.lr is None else a.lr, weight_decay=0.05,
                                              warmup_steps=max(a.steps // 10, 1)))
   c.eval_bma_samples = a.bma
-  c.mup = ml_collections.ConfigDict(dict(base_width=0))  # > 0: muP relative to this width (ViTs; fractalpre.mup)
+  c.mup = ml_collections.ConfigDict(dict(base_width=0))  # > 0: muP relative to this width (ViTs; fractalpre.optim.mup)
   c.log_every = 10
   c.checkpoint_every = max(a.steps // 3, 1)
   c.keep_checkpoints = 2

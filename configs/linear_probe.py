@@ -4,7 +4,7 @@
 
 Arguments as configs/finetune.py.
 """
-from configs import finetune
+from fractalpre.configs import finetune
 
 
 def get_config(arg=None):

@@ -7,16 +7,16 @@
 no mixup/cutmix, 300 steps of 64: under a minute on 2 CPU cores (36 s measured, with tcmalloc). At that budget the full recipe
 (L = 1000, delta = 0.1, mixup + cutmix) does not leave chance level, so runlocal trades it for a task the
 tiny model can learn in minutes.
-Arguments: delta, sigma, classes (L); a negative value means the default (1000 / 0.1, runlocal 16 / 0.3).
+Arguments: delta, sigma, classes (L); when not given: L = 1000, delta = 0.1 (runlocal: 16, 0.3).
 """
-from configs import common
+from fractalpre.configs import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, runlocal=False, delta=-1.0, sigma=3.5, classes=-1)
-  if a.classes < 0:
+  a = common.parse_arg(arg, runlocal=False, delta=float, sigma=3.5, classes=int)
+  if a.classes is None:
     a.classes = 16 if a.runlocal else 1000
-  if a.delta < 0:
+  if a.delta is None:
     a.delta = 0.3 if a.runlocal else 0.1
   c = common.pretrain(dict(kind="1p-frac", num_classes=a.classes, delta=a.delta, sigma=a.sigma, render_size=224,
                            points=100_000), a.runlocal, total_steps=240_000, warmup_steps=5_000)

@@ -6,7 +6,7 @@
 
 Arguments: image (a path or a scikit-image photo name), rendering (gray | edges), delta, classes, runlocal.
 """
-from configs import common
+from fractalpre.configs import common
 
 
 def get_config(arg=None):

@@ -5,7 +5,7 @@
 
 Arguments: classes, instances (per class), runlocal.
 """
-from configs import common
+from fractalpre.configs import common
 
 
 def get_config(arg=None):

@@ -4,10 +4,10 @@
   python -m superres.train --config "configs/sr_edsr.py:scale=4,kind=folder,path=data/DF2K_HR" --workdir runs/edsr_x4
   superres upscale photo.png photo_x4.png --checkpoint runs/edsr_x4
 
-Arguments (configs.common.sr): scale, model, kind (photos|folder|manifest|tfds), path, names, steps, batch,
+Arguments (configs/common.py: sr): scale, model, kind (photos|folder|manifest|tfds), path, names, steps, batch,
 patch, lr, runlocal. Evaluation: PSNR/SSIM on the Y channel of held-out bundled photos.
 """
-from configs import common
+from fractalpre.configs import common
 
 
 def get_config(arg=None):

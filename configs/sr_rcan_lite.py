@@ -3,9 +3,9 @@
   python -m superres.train --config configs/sr_rcan_lite.py:runlocal --workdir runs/rcan_local
   python -m superres.train --config "configs/sr_rcan_lite.py:scale=4,kind=manifest,path=curated.csv" --workdir runs/rcan_x4
 
-Arguments as configs/sr_edsr.py (configs.common.sr).
+Arguments as configs/sr_edsr.py (configs/common.py: sr).
 """
-from configs import common
+from fractalpre.configs import common
 
 
 def get_config(arg=None):

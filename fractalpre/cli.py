@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import fractalpre
-from fractalpre import fileio
-from fractalpre.fileio import fail
+from fractalpre import util
+from fractalpre.util import fail
 
 DATASETS = ("1p-frac", "fractaldb")
 
@@ -47,21 +47,19 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
 
 
 def _source(args):
-  from fractalpre import datasets
-  common = {k: v for k, v in dict(size=args.size, points=args.points).items() if v is not None}
-  common.update(seed=args.seed, mode=args.mode, color=args.color, background=args.background)
+  """The source the flags name; a flag left out takes the source's own default (one home for each)."""
+  from fractalpre import fractals
+  flags = dict(num_classes=args.classes, instances_per_class=args.instances, size=args.size, points=args.points)
+  given = {k: v for k, v in flags.items() if v is not None}
+  given.update(seed=args.seed, mode=args.mode, color=args.color, background=args.background)
   if args.dataset == "1p-frac":
-    return datasets.OnePFrac(num_classes=1000 if args.classes is None else args.classes,
-                             instances_per_class=1 if args.instances is None else args.instances,
-                             delta=0.1 if args.delta is None else args.delta,
-                             sigma=3.5 if args.sigma is None else args.sigma,
-                             perturbation=args.perturbation or "multiplicative", **common)
-  given = [f"--{name}" for name in _ONE_P_FRAC_ONLY if getattr(args, name) is not None]
-  if given:
-    raise ValueError(f"{', '.join(given)}: only for --dataset 1p-frac (FractalDB searches its categories; "
+    one_p = dict(delta=args.delta, sigma=args.sigma, perturbation=args.perturbation)
+    return fractals.OnePFrac(**given, **{k: v for k, v in one_p.items() if v is not None})
+  named = [f"--{name}" for name in _ONE_P_FRAC_ONLY if getattr(args, name) is not None]
+  if named:
+    raise ValueError(f"{', '.join(named)}: only for --dataset 1p-frac (FractalDB searches its categories; "
                      "it perturbs no base system)")
-  return datasets.FractalDB(num_classes=1000 if args.classes is None else args.classes,
-                            instances_per_class=1000 if args.instances is None else args.instances, **common)
+  return fractals.FractalDB(**given)
 
 
 def _set_workers(workers: int | None) -> int:
@@ -75,14 +73,14 @@ def _set_workers(workers: int | None) -> int:
 
 
 def _generate(args) -> int:
-  from fractalpre import export
+  from fractalpre.fractals import writers
   try:
-    shard = export.parse_shard(args.shard)
+    shard = writers.parse_shard(args.shard)
     workers = _set_workers(args.workers)
     ds = _source(args)
     if args.test_instances < 0:
       raise ValueError(f"--test-instances must be >= 0, got {args.test_instances}")
-    export.export(ds, args.out, args.format, shard, workers, progress=not args.quiet,
+    writers.write_dataset(ds, args.out, args.format, shard, workers, progress=not args.quiet,
                   test_instances=args.test_instances)
   except (ValueError, RuntimeError) as e:
     return _usage_error("generate", e)
@@ -100,32 +98,32 @@ def _preview(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
       raise ValueError(f"--out must be a .png file, got {args.out}")
-    fileio.check_writable(out, "--out")
+    util.check_writable(out, "--out")
     count = min(args.count, len(ds))
     step = max(1, len(ds) // count)
     images, _ = ds.batch([i * step for i in range(count)])
   except (ValueError, RuntimeError) as e:
     return _usage_error("preview", e)
   out.parent.mkdir(parents=True, exist_ok=True)
-  fileio.write_atomic(out, fileio.png_bytes(fileio.image_grid(images, border=1)))
+  util.write_atomic(out, util.png_bytes(util.image_grid(images, border=1)))
   print(f"{out}: {count} {ds.name} samples")
   return 0
 
 
 def _export(args) -> int:
-  from fractalpre import timm_weights
+  from fractalpre import export
   try:
-    out, meta = timm_weights.export(args.checkpoint, args.out, args.format)
-  except fileio.UsageError as e:
+    out, meta = export.export(args.checkpoint, args.out, args.format)
+  except util.UsageError as e:
     return fail(f"fractalpre export: error: {e}")
   print(f"{out}: timm weights; {meta}: model config and preprocessing")
   return 0
 
 
 def main(argv=None) -> int:
-  parser = fileio.ArgumentParser(prog="fractalpre", description=__doc__)
+  parser = util.ArgumentParser(prog="fractalpre", description=__doc__)
   parser.add_argument("--version", action="version", version=f"fractalpre {fractalpre.__version__}")
-  sub = parser.add_subparsers(dest="command", required=True, parser_class=fileio.ArgumentParser)
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=util.ArgumentParser)
   gen = sub.add_parser("generate", help="write a dataset (ImageFolder PNGs or TFDS)")
   _add_source_args(gen)
   gen.add_argument("--out", required=True, help="output folder")

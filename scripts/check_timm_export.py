@@ -17,12 +17,13 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from fractalpre import checkpointing, fileio, timm_weights, workdir
-from fractalpre.classification import model_from_config
+from fractalpre import export, util
+from fractalpre.training import checkpoints, workdir_claim
+from fractalpre.training.classification import model_from_config
 
 
 def main(argv=None) -> int:
-  parser = fileio.ArgumentParser(description=__doc__)
+  parser = util.ArgumentParser(description=__doc__)
   parser.add_argument("--checkpoint", required=True, help="a training workdir")
   parser.add_argument("--out", default=None, help="where to write the export (default: a temporary folder)")
   parser.add_argument("--images", type=int, default=4, help="random test images")
@@ -33,19 +34,19 @@ def main(argv=None) -> int:
     import torch
     from safetensors.torch import load_file
   except ImportError as e:
-    return fileio.fail(f"check_timm_export: error: needs torch and timm ({e}); pip install torch timm")
+    return util.fail(f"check_timm_export: error: needs torch and timm ({e}); pip install torch timm")
   out = Path(args.out or Path(tempfile.mkdtemp()) / "weights.safetensors")
   try:
-    weights, meta = timm_weights.export(args.checkpoint, out)
-  except fileio.UsageError as e:
-    return fileio.fail(f"check_timm_export: error: {e}")
+    weights, meta = export.export(args.checkpoint, out)
+  except util.UsageError as e:
+    return util.fail(f"check_timm_export: error: {e}")
   hub = json.loads(meta.read_text())
   net = timm.create_model(hub["architecture"], pretrained=False, num_classes=hub["num_classes"], **hub["model_args"])
   net.load_state_dict(load_file(weights), strict=True)
   net.eval()
 
-  config = ml_collections.ConfigDict(json.loads((Path(args.checkpoint) / workdir.CONFIG).read_text()))
-  state = checkpointing.load_state(args.checkpoint)
+  config = ml_collections.ConfigDict(json.loads((Path(args.checkpoint) / workdir_claim.CONFIG).read_text()))
+  state = checkpoints.load_state(args.checkpoint)
   model = model_from_config(config, hub["num_classes"])
   variables = {"params": state["params"], **({"batch_stats": state["batch_stats"]} if state["batch_stats"] else {})}
   size = config.image_size

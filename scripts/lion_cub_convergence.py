@@ -3,7 +3,7 @@
   python scripts/lion_cub_convergence.py [--steps 200] [--lr 1e-3]                     # MLP on the digits
   python scripts/lion_cub_convergence.py --vit --workdir runs/cub_vit [--steps 1000] [--seeds 3]  # 1p-frac ViT
 
-Default: a one-hidden-layer MLP on scikit-learn's digits (`fractalpre.parallel.convergence`), batch 8 x 32,
+Default: a one-hidden-layer MLP on scikit-learn's digits (`fractalpre.studies.lion_convergence`), batch 8 x 32,
 every mode with and without momentum sync; the final loss is measured on all 1797 digits.
 `--vit`: the trainer's runlocal 1p-frac ViT pretraining (configs/pretrain_1pfrac_vit.py:runlocal, batch 64
 over 8 devices, Lion at `--vit-lr`) with allreduce, mavo_1bit with and without momentum sync (exp:4),
@@ -18,8 +18,10 @@ from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
-from fractalpre import cpu_allocator, fileio  # noqa: E402
-from fractalpre.parallel import COMMS, convergence  # noqa: E402
+from fractalpre import util  # noqa: E402
+from fractalpre.optim.lion import COMMS  # noqa: E402
+from fractalpre.studies import lion_convergence
+from fractalpre.util import cpu_allocator
 
 VIT_MODES = (("allreduce", ""), ("mavo_1bit", ""), ("mavo_1bit", "exp:4"), ("mavo_4bit", "exp:4"),
              ("l1_int8", "exp:4"))
@@ -27,7 +29,7 @@ VIT_MODES = (("allreduce", ""), ("mavo_1bit", ""), ("mavo_1bit", "exp:4"), ("mav
 
 def mlp_table(steps, lr):
   syncs = (None, "every:10", "exp:4")
-  base = convergence.train_digits("allreduce", steps=steps, lr=lr)["final"]
+  base = lion_convergence.train_digits("allreduce", steps=steps, lr=lr)["final"]
   print("| comm | " + " | ".join(f"sync {s or 'none'}" for s in syncs) + " |")
   print("|---|" + "---:|" * len(syncs))
   for comm in COMMS:
@@ -36,7 +38,7 @@ def mlp_table(steps, lr):
       if comm == "allreduce" and sync:  # the momenta are equal: nothing to sync
         cells.append("")
         continue
-      final = convergence.train_digits(comm, sync, steps=steps, lr=lr)["final"]
+      final = lion_convergence.train_digits(comm, sync, steps=steps, lr=lr)["final"]
       cells.append(f"{final:.4f} ({100 * (final / base - 1):+.1f}%)")
     print(f"| {comm} | " + " | ".join(cells) + " |", flush=True)
 
@@ -45,15 +47,16 @@ def vit_run(root: Path, comm: str, sync: str, seed: int, steps: int, lr: float) 
   """One pretraining run (reused when finished, resumed when killed): its logged records and summary."""
   import numpy as np
 
-  from configs import pretrain_1pfrac_vit
-  from fractalpre import metric_logging, transfer_study
+  from fractalpre.configs import pretrain_1pfrac_vit
+  from fractalpre.studies import transfer
+  from fractalpre.training import metric_writer
   config = pretrain_1pfrac_vit.get_config("runlocal")
   config.update(total_steps=steps, checkpoint_every=max(steps // 4, 1), log_every=10, eval_every=0, seed=seed)
   config.optim.update(optimizer="lion", lr=lr, weight_decay=0.1)
   config.lion.update(comm=comm, momentum_sync=sync)
   workdir = root / f"{comm}_{sync.replace(':', '') or 'nosync'}" / f"seed{seed}"
-  transfer_study.run(config, workdir, f"{comm} sync {sync or 'none'} seed {seed}")
-  records = [r for r in metric_logging.read(workdir) if "loss" in r]
+  transfer.run(config, workdir, f"{comm} sync {sync or 'none'} seed {seed}")
+  records = [r for r in metric_writer.read(workdir) if "loss" in r]
   tail = records[-max(len(records) // 10, 1):]
   return {"records": records, "loss": float(np.mean([r["loss"] for r in tail])),
           "top1": float(np.mean([r["train_accuracy"] for r in tail]))}
@@ -67,7 +70,7 @@ def vit_table(root: Path, steps: int, lr: float, seeds: int, modes=VIT_MODES):
   import matplotlib.pyplot as plt
   import numpy as np
 
-  from fractalpre.transfer_study import spread
+  from fractalpre.studies.transfer import spread
   runs = {(comm, sync): {seed: vit_run(root, comm, sync, seed, steps, lr) for seed in range(seeds)}
           for comm, sync in modes}
   base = runs[modes[0]]
@@ -102,7 +105,7 @@ def vit_table(root: Path, steps: int, lr: float, seeds: int, modes=VIT_MODES):
 
 
 def main():
-  parser = fileio.ArgumentParser(description=__doc__)
+  parser = util.ArgumentParser(description=__doc__)
   parser.add_argument("--steps", type=int, default=None, help="steps per run (default: 200 MLP, 1000 ViT)")
   parser.add_argument("--lr", type=float, default=1e-3, help="MLP learning rate (default: %(default)s)")
   parser.add_argument("--vit", action="store_true", help="the 1p-frac ViT pretraining instead of the MLP")
@@ -112,9 +115,9 @@ def main():
                       help="ViT modes, COMM or COMM/SYNC, the first is the baseline (default: %(default)s)")
   parser.add_argument("--workdir", default="runs/lion_cub_vit", help="ViT runs and plot (default: %(default)s)")
   args = parser.parse_args()
-  fileio.require_positive(parser, args, "seeds")
+  util.require_positive(parser, args, "seeds")
   if args.steps is not None:
-    fileio.require_positive(parser, args, "steps")
+    util.require_positive(parser, args, "steps")
   modes = tuple((m.partition("/")[0], m.partition("/")[2]) for m in args.modes.split(",") if m)
   if not modes:
     parser.error("--modes must name at least one mode")

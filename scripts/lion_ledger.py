@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from fractalpre import fileio
+from fractalpre import util
 
 DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
                "f32": 4, "s64": 8, "u64": 8, "f64": 8}
@@ -146,7 +146,7 @@ def comm_seconds(ops: list[dict], n: int, bandwidth: float, latency: float, mome
   once (XLA on GPU and TPU combines them). With `measured` ({axis: {cost_key: {"alpha": s, "curve":
   [[bytes, s]]}}}, measured on the link) each collective instruction costs alpha and each of its operands
   its own point on the curve: XLA:CPU runs a combined collective as one gloo call per operand."""
-  from fractalpre.parallel import momentum_sync_steps
+  from fractalpre.optim.lion import momentum_sync_steps
   share = len(momentum_sync_steps(momentum_sync, steps)) / steps if momentum_sync else 0.0
   total = 0.0
   for when, weight in (("every", 1.0), ("sync", share)):
@@ -197,7 +197,7 @@ def build_step(config, num_classes: int = 1000, mesh=None):
   import jax
   import jax.numpy as jnp
 
-  from fractalpre import classification, trainer
+  from fractalpre.training import classification, trainer
   size = config.image_size
   model = classification.model_from_config(config, num_classes)
   state, _, step = trainer.build(config, mesh or trainer.make_mesh(), model, (1, size, size, 3),
@@ -229,7 +229,7 @@ def step_bytes(ops: list[dict]) -> dict:
 
 def mean_bytes(row: dict, momentum_sync: str, steps: int) -> float:
   """Bytes per step averaged over `steps` steps of the momentum-sync schedule."""
-  from fractalpre.parallel import momentum_sync_steps
+  from fractalpre.optim.lion import momentum_sync_steps
   syncs = len(momentum_sync_steps(momentum_sync, steps))
   return ((steps - syncs) * row["every"] + syncs * row["sync"]) / steps
 
@@ -253,7 +253,7 @@ def _axis_text(row):
 
 
 def main(argv=None):
-  parser = fileio.ArgumentParser(description=__doc__)
+  parser = util.ArgumentParser(description=__doc__)
   parser.add_argument("--model", default="vit_ti16", help="model registry name (default: %(default)s)")
   parser.add_argument("--devices", type=int, default=8, help="CPU devices to compile for (default: %(default)s)")
   parser.add_argument("--image-size", type=int, default=224, help="input size in pixels (default: %(default)s)")
@@ -271,12 +271,12 @@ def main(argv=None):
   import jax
   jax.config.update("jax_num_cpu_devices", args.devices)
   jax.config.update("jax_platforms", "cpu")
-  from fractalpre.parallel.lion import COMMS
+  from fractalpre.optim.lion import COMMS
   try:
-    with fileio.usage_errors("lion_ledger.py: error: "):
+    with util.usage_errors("lion_ledger.py: error: "):
       rows = ledger(args.model, COMMS, args.image_size, args.momentum_sync, args.hierarchy, args.local_devices,
                     args.steps)
-  except fileio.UsageError as e:
+  except util.UsageError as e:
     parser.exit(2, f"{e}\n")
   base = rows["allreduce"]["sent_bytes"]
   predictions = {}

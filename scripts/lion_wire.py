@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fractalpre import cpu_allocator
+from fractalpre.util import cpu_allocator
 
 HERE = Path(__file__).resolve().parent
 PREFIX = "fpw"
@@ -178,7 +178,7 @@ def worker(args) -> None:
   sys.path.insert(0, str(HERE))
   import lion_ledger
 
-  from fractalpre import trainer
+  from fractalpre.training import trainer
   local_devices = args.local_devices if args.hierarchy == "node" else 0
   rows, costs = [], None
   for comm, sync in _modes(args):
@@ -314,7 +314,7 @@ def _compute_seconds(args, comm, sync, local) -> dict:
 
 def _step_kinds(sync: str, start: int, count: int) -> list[str]:
   """'sync' or 'every' for each of the `count` steps after step `start` under the momentum schedule."""
-  from fractalpre.parallel import momentum_sync_steps
+  from fractalpre.optim.lion import momentum_sync_steps
   syncs = set(momentum_sync_steps(sync, start + count)) if sync else set()
   return ["sync" if start + i + 1 in syncs else "every" for i in range(count)]
 
@@ -449,9 +449,9 @@ def print_table(out) -> None:
 
 
 def parse(argv=None):
-  from fractalpre import fileio
-  from fractalpre.parallel import COMMS, HIERARCHIES
-  parser = fileio.ArgumentParser(prog="lion_wire.py", description=__doc__)
+  from fractalpre import util
+  from fractalpre.optim.lion import COMMS, HIERARCHIES
+  parser = util.ArgumentParser(prog="lion_wire.py", description=__doc__)
   parser.add_argument("--processes", type=int, default=2, help="processes, one CPU device each (default: %(default)s)")
   parser.add_argument("--model", default="vit_cpu", help="model registry name (default: %(default)s)")
   parser.add_argument("--model-args", default="", help="model variant overrides, e.g. width=32,depth=1 (integers)")

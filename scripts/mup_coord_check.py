@@ -11,12 +11,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fractalpre import fileio, mup, optim  # noqa: E402
+from fractalpre import optim, util  # noqa: E402
 from fractalpre.models import vit  # noqa: E402
+from fractalpre.optim import mup
+from fractalpre.studies import mup_coords
 
 
 def main():
-  parser = fileio.ArgumentParser(description=__doc__)
+  parser = util.ArgumentParser(description=__doc__)
   parser.add_argument("--widths", default="64,128,256,512,1024", help="comma-separated ViT widths")
   parser.add_argument("--base", type=int, default=64, help="muP base width")
   parser.add_argument("--steps", type=int, default=3, help="training steps per width")
@@ -34,7 +36,7 @@ def main():
   for name, on in (("SP", False), ("muP", True)):
     tx_for = lambda w, p, on=on: optim.make(cfg, 10, update_scales=mup.scales_for(make(w, True), args.base,
                                                                                    (1, 16, 16, 3)) if on else None)
-    spread[name] = mup.logit_update_spread(lambda w, on=on: make(w, on), widths, (images, labels), tx_for,
+    spread[name] = mup_coords.logit_update_spread(lambda w, on=on: make(w, on), widths, (images, labels), tx_for,
                                            steps=args.steps, params_for=params.get)
   print(f"std of the change in logits after {args.steps} AdamW steps (lr {args.lr}), ViT depth 2, base width {args.base}")
   print("| width | " + " | ".join(spread) + " |\n|---:|" + "---:|" * len(spread))

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fractalpre import classification, fileio, metric_logging, train
+from fractalpre import util
+from fractalpre.training import classification, metric_writer
+from fractalpre.training import config_files
 
 
 def main():
-  parser = fileio.ArgumentParser(description=__doc__)
+  parser = util.ArgumentParser(description=__doc__)
   parser.add_argument("--widths", default="64,256", help="comma-separated ViT widths")
   parser.add_argument("--lrs", default="3e-4,1e-3,3e-3,1e-2", help="comma-separated learning rates")
   parser.add_argument("--steps", type=int, default=100, help="training steps per run")
@@ -28,14 +30,14 @@ def main():
   for param in ("SP", "muP"):
     for width in widths:
       for lr in lrs:
-        config = train.load_config(f"configs/finetune.py:dataset=digits,steps={args.steps},lr={lr}")
+        config = config_files.load_config(f"configs/finetune.py:dataset=digits,steps={args.steps},lr={lr}")
         config.model.update(dict(width=width, mlp_dim=4 * width, depth=2, heads=4))
         config.optim.weight_decay = 0.0
         config.mup = {"base_width": widths[0] if param == "muP" else 0}
         config.tensorboard = False
         workdir = root / f"{param}_w{width}_lr{lr:g}"
         final = classification.train_and_evaluate(config, workdir, progress=False)
-        losses = [r["loss"] for r in metric_logging.read(workdir)][-3:]
+        losses = [r["loss"] for r in metric_writer.read(workdir)][-3:]
         results[f"{param} {width} {lr:g}"] = {"loss": float(np.mean(losses)), "top1": final.get("eval_top1")}
         print(param, width, lr, results[f"{param} {width} {lr:g}"], flush=True)
   (root / "results.json").write_text(json.dumps(results, indent=1))

@@ -18,8 +18,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from configs import pretrain_1pfrac_vit  # noqa: E402
-from fractalpre import cpu_allocator, fileio, metric_logging, transfer_study  # noqa: E402
+from fractalpre import util  # noqa: E402
+from fractalpre.configs import pretrain_1pfrac_vit  # noqa: E402
+from fractalpre.studies import transfer
+from fractalpre.training import metric_writer
+from fractalpre.util import cpu_allocator
 
 DATASETS = {"digits": "digits", "lfw": "lfw (faces / non-faces)"}
 
@@ -38,25 +41,25 @@ def table(results: dict, labels: int, seeds: int) -> str:
     pre, scratch = runs["pretrained"], runs["scratch"]
     wins = sum(pre[s]["top1"] > scratch[s]["top1"] for s in pre)
     for init, per_seed in (("1p-frac pretrained", pre), ("from scratch", scratch)):
-      stats = transfer_study.summary(per_seed)
+      stats = transfer.summary(per_seed)
       lines.append(f"| {DATASETS[name]}, {labels} labels/class | {init} | "
-                   + " | ".join(transfer_study.cell(stats[k], k) for k in transfer_study.METRICS) + " | |")
-    diff = transfer_study.paired(pre, scratch)
+                   + " | ".join(transfer.cell(stats[k], k) for k in transfer.METRICS) + " | |")
+    diff = transfer.paired(pre, scratch)
     lines.append("| | paired difference | "
-                 + " | ".join(transfer_study.cell(diff[k], k, signed=True) for k in transfer_study.METRICS)
+                 + " | ".join(transfer.cell(diff[k], k, signed=True) for k in transfer.METRICS)
                  + f" | {wins} of {len(pre)} seeds |")
   return "\n".join(lines) + f"\n\nmean ± standard deviation over {seeds} fine-tuning seeds"
 
 
 def plot(root: Path, results: dict) -> None:
   fig, axes = plt.subplots(1, 1 + len(results), figsize=(5 * (1 + len(results)), 3.5))
-  recs = [r for r in metric_logging.read(root / "pretrain") if "loss" in r]
+  recs = [r for r in metric_writer.read(root / "pretrain") if "loss" in r]
   axes[0].plot([r["step"] for r in recs], [r["loss"] for r in recs])
   axes[0].set_title("1p-frac pretraining loss")
   for ax, name in zip(axes[1:], results):
     for init, color in (("pretrained", "C0"), ("scratch", "C1")):
       for k, seed in enumerate(results[name][init]):
-        recs = [r for r in metric_logging.read(root / name / init / f"seed{seed}") if "loss" in r]
+        recs = [r for r in metric_writer.read(root / name / init / f"seed{seed}") if "loss" in r]
         ax.plot([r["step"] for r in recs], [r["loss"] for r in recs], color=color, alpha=0.6,
                 label=init if k == 0 else None)
     ax.set_title(f"fine-tuning loss ({name}), every seed")
@@ -69,7 +72,7 @@ def plot(root: Path, results: dict) -> None:
 
 
 def main():
-  parser = fileio.ArgumentParser(description=__doc__)
+  parser = util.ArgumentParser(description=__doc__)
   parser.add_argument("--workdir", default="demo_out/story", help="training workdirs and the story table")
   parser.add_argument("--pretrain-steps", type=int, default=2000, help="1p-frac pretraining steps (batch 64)")
   parser.add_argument("--classes", type=int, default=16, help="1p-frac categories L")
@@ -84,32 +87,32 @@ def main():
   for d in datasets:
     if d not in DATASETS:
       parser.error(f"--datasets: {d!r} is not one of {sorted(DATASETS)}")
-  fileio.require_positive(parser, args, "pretrain_steps", "classes", "finetune_steps", "labels", "seeds")
+  util.require_positive(parser, args, "pretrain_steps", "classes", "finetune_steps", "labels", "seeds")
   overrides = None
   if args.quick:
-    args.pretrain_steps, args.finetune_steps, args.seeds, overrides = 4, 3, 2, transfer_study.QUICK
+    args.pretrain_steps, args.finetune_steps, args.seeds, overrides = 4, 3, 2, transfer.QUICK
   hint = cpu_allocator.preload()
   root = Path(args.workdir)
-  transfer_study.use_compilation_cache(root / "jax_cache")
+  transfer.use_compilation_cache(root / "jax_cache")
 
   start = time.time()
   print(f"pretraining on 1p-frac (L={args.classes}, Delta={args.delta}) for {args.pretrain_steps} steps",
         file=sys.stderr)
-  transfer_study.run(pretrain_config(args.pretrain_steps, args.classes, args.delta), root / "pretrain", "pretrain",
+  transfer.run(pretrain_config(args.pretrain_steps, args.classes, args.delta), root / "pretrain", "pretrain",
                      overrides)
   pretrain_s = time.time() - start
   results = {}
   for name in datasets:
     results[name] = {
-        init: transfer_study.over_seeds(root / name / init, name, path, range(args.seeds), args.finetune_steps,
+        init: transfer.over_seeds(root / name / init, name, path, range(args.seeds), args.finetune_steps,
                                         args.labels, label=f"{name} {init}", overrides=overrides)
         for init, path in (("pretrained", str(root / "pretrain")), ("scratch", ""))}
   text = (f"Fine-tuning vit_cpu for {args.finetune_steps} steps; 1p-frac pretraining (L={args.classes}, "
           f"Delta={args.delta}) for {args.pretrain_steps} steps took {pretrain_s:.0f} s.\n\n"
           + table(results, args.labels, args.seeds))
   print("\n" + text)
-  fileio.write_atomic(root / "story.md", (text + "\n").encode())
-  fileio.write_atomic(root / "results.json", json.dumps(
+  util.write_atomic(root / "story.md", (text + "\n").encode())
+  util.write_atomic(root / "results.json", json.dumps(
       {"settings": vars(args), "pretrain_seconds": pretrain_s, "results": results}, indent=1).encode())
   plot(root, results)
   print(f"wrote {root / 'story.md'}, results.json and loss_curves.png in {time.time() - start:.0f} s")

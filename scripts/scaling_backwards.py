@@ -22,8 +22,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from configs import pretrain_1pfrac_vit, pretrain_1pimg_vit, pretrain_fractaldb_vit  # noqa: E402
-from fractalpre import cpu_allocator, fileio, transfer_study  # noqa: E402
+from fractalpre import util  # noqa: E402
+from fractalpre.configs import pretrain_1pfrac_vit, pretrain_1pimg_vit, pretrain_fractaldb_vit  # noqa: E402
+from fractalpre.studies import transfer
+from fractalpre.util import cpu_allocator
 
 BASE = dict(classes=16, delta=0.3, sigma=3.5)  # the runlocal 1p-frac
 # The paper's CIFAR-100 fine-tuning top-1 (ViT-Tiny, 224 px, 1k categories unless the row sweeps L);
@@ -81,7 +83,7 @@ def table(results: dict, rows, args) -> str:
   for group, value, key in rows:
     r = results[f"{group}={value}"]
     paper = PAPER.get((group, value))
-    ft, probe = (transfer_study.cell(transfer_study.summary(r[m])["top1"], "top1") for m in ("finetune", "probe"))
+    ft, probe = (transfer.cell(transfer.summary(r[m])["top1"], "top1") for m in ("finetune", "probe"))
     lines.append(f"| {row_label(group, value)} | {ft} | {probe} | {'—' if paper is None else paper} |")
   return "\n".join(lines) + (f"\n\nmean ± standard deviation over {args.seeds} fine-tuning seeds; digits, "
                              f"{args.labels} labels per class, {args.finetune_steps} steps; pretraining "
@@ -93,7 +95,7 @@ def plot(path: Path, results: dict, sweeps: dict) -> None:
   for ax, group, xlabel in ((axes[0], "delta", "Delta"), (axes[1], "L", "L (categories)")):
     values = list(sweeps[group])
     for mode, label in (("finetune", "fine-tune"), ("probe", "linear probe")):
-      stats = [transfer_study.summary(results[f"{group}={v}"][mode])["top1"] for v in values]
+      stats = [transfer.summary(results[f"{group}={v}"][mode])["top1"] for v in values]
       ax.errorbar(values, [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats], marker="o", capsize=3,
                   label=label)
     ax.set_xscale("log")
@@ -107,7 +109,7 @@ def plot(path: Path, results: dict, sweeps: dict) -> None:
 
 
 def main():
-  parser = fileio.ArgumentParser(description=__doc__)
+  parser = util.ArgumentParser(description=__doc__)
   parser.add_argument("--workdir", default="runs/scaling_backwards", help="every run, table.md, results.json")
   parser.add_argument("--pretrain-steps", type=int, default=1000, help="pretraining steps of every row (batch 64)")
   parser.add_argument("--finetune-steps", type=int, default=150, help="fine-tuning and probing steps (batch 64)")
@@ -116,14 +118,14 @@ def main():
   parser.add_argument("--quick", action="store_true", help="a smoke run: 3 pretraining and 2 fine-tuning steps, "
                       "2 seeds, no 1p-img gray row, the sweeps at the 1p-frac row's settings only")
   args = parser.parse_args()
-  fileio.require_positive(parser, args, "pretrain_steps", "finetune_steps", "labels", "seeds")
+  util.require_positive(parser, args, "pretrain_steps", "finetune_steps", "labels", "seeds")
   rows, sweeps, overrides = tuple(ROWS), SWEEPS, None
   if args.quick:
     args.pretrain_steps, args.finetune_steps, args.seeds = 3, 2, 2
-    rows, sweeps, overrides = QUICK_ROWS, QUICK_SWEEPS, transfer_study.QUICK
+    rows, sweeps, overrides = QUICK_ROWS, QUICK_SWEEPS, transfer.QUICK
   hint = cpu_allocator.preload()
   root = Path(args.workdir)
-  transfer_study.use_compilation_cache(root / "jax_cache")
+  transfer.use_compilation_cache(root / "jax_cache")
   start = time.time()
   rows = cells(rows, sweeps)
   results = {}
@@ -132,20 +134,20 @@ def main():
           flush=True)
     init = ""
     if key:
-      transfer_study.run(pretrain_config(key, args.pretrain_steps), root / "pretrain" / key, f"pretrain {key}",
+      transfer.run(pretrain_config(key, args.pretrain_steps), root / "pretrain" / key, f"pretrain {key}",
                          overrides)
       init = str(root / "pretrain" / key)
     name = key or "scratch"
     results[f"{group}={value}"] = {
-        mode: transfer_study.over_seeds(root / mode / name, "digits", init, range(args.seeds), args.finetune_steps,
+        mode: transfer.over_seeds(root / mode / name, "digits", init, range(args.seeds), args.finetune_steps,
                                         args.labels, probe=mode == "probe", label=f"{mode} {name}",
                                         overrides=overrides)
         for mode in ("finetune", "probe")}
   seconds = time.time() - start
   text = table(results, rows, args) + f"; this run took {seconds / 60:.1f} min"
   print("\n" + text)
-  fileio.write_atomic(root / "table.md", text + "\n")
-  fileio.write_atomic(root / "results.json", json.dumps({"settings": vars(args), "seconds": seconds,
+  util.write_atomic(root / "table.md", text + "\n")
+  util.write_atomic(root / "results.json", json.dumps({"settings": vars(args), "seconds": seconds,
                                                          "results": results}, indent=1))
   plot(root / "sweeps.png", results, sweeps)
   print(f"wrote {root / 'table.md'}, results.json and sweeps.png")

@@ -4,7 +4,7 @@ PSNR/SSIM (Y channel) on held-out photos.
 
   python scripts/sr_curation_experiment.py --out sr_curation_out [--steps 1200] [--seeds 1]
 
-The pool: the bundled scikit-image training photos (configs.common.TRAIN_PHOTOS) cut into tiles; a fraction
+The pool: the bundled scikit-image training photos (fractalpre.configs.common.TRAIN_PHOTOS) cut into tiles; a fraction
 of the tiles is JPEG re-encoded at low quality and every tile is stored as PNG, so compression has to be
 found from the pixels (blockiness), as in DiverSeg. Curation drops tiles whose blockiness is over the
 threshold or undefined (flat), then keeps the ones with at least the pool's median segment count
@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from configs import common
-from fractalpre import fileio, train
-from superres import curate, data, metrics, scoring
-from superres import train as sr_train
+from fractalpre import util
+from fractalpre.configs import common
+from fractalpre.training import config_files
+from superres.curation import curate, metrics, scoring
+from superres.sr import data
+from superres.sr import trainer as sr_trainer
 
 
 def make_pool(out: Path, tile: int, compressed_fraction: float, quality: tuple[int, int], seed: int) -> dict:
@@ -62,7 +64,7 @@ def composition(paths: list[str], truth: dict, rows_by_path: dict) -> dict:
 
 
 def main():
-  parser = fileio.ArgumentParser(description=__doc__)
+  parser = util.ArgumentParser(description=__doc__)
   parser.add_argument("--out", default="sr_curation_out", help="pool, workdirs, table and plots")
   parser.add_argument("--tile", type=int, default=96, help="HR tile size of the pool")
   parser.add_argument("--compressed", type=float, default=0.3, help="fraction of tiles JPEG re-encoded")
@@ -89,13 +91,13 @@ def main():
   for name in sets:
     runs = []
     for seed in range(args.seeds):
-      config = train.load_config(f"configs/sr_edsr.py:runlocal,model={args.model},kind=manifest,"
+      config = config_files.load_config(f"configs/sr_edsr.py:runlocal,model={args.model},kind=manifest,"
                                  f"path={out / f'{name}.json'},steps={args.steps}")
       config.seed = seed
       config.data.seed = seed
       config.checkpoint_every = config.eval_every = args.steps
       t0 = time.time()
-      final = sr_train.train_and_evaluate(config, out / "runs" / f"{name}_seed{seed}")
+      final = sr_trainer.train_and_evaluate(config, out / "runs" / f"{name}_seed{seed}")
       runs.append({k[5:]: v for k, v in final.items() if k.startswith("eval_")} | {"seconds": time.time() - t0})
     results[name] = {"runs": runs, **composition(sets[name], truth, rows_by_path),
                      **{k: float(np.mean([r[k] for r in runs])) for k in ("psnr", "ssim", "bicubic_psnr")}}

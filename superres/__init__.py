@@ -1,6 +1,4 @@
-"""superres: super-resolution training-data curation (DiverSeg findings) and, later, SR models.
-
-Modules: `metrics` (per-image scores), `quality` (dataset-level JPEG quality), `scoring` (folders ->
-score tables), `dedup`, `curate`, `report`, `cli` (the `superres` command).
-"""
+"""superres: super-resolution training-data curation (`superres.curation`) and the SR models that show
+curation pays off (`superres.sr`); `superres.cli` is the `superres` command and `superres.train` the SR
+trainer's command line."""
 __version__ = "0.1.0"

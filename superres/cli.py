@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 import fractalpre
-from fractalpre import fileio
-from superres import curate, scoring, table
+from fractalpre import util
+from superres.curation import curate, scoring, table
 
 
 def _score(args) -> None:
@@ -49,8 +49,8 @@ def _write_tfds(decisions, out: Path) -> None:
   """Kept images as one TFDS split (PNG-encoded RGB, the source path, the stratum or -1)."""
   import tensorflow_datasets as tfds
 
-  from fractalpre import export
-  fileio.check_folder(out, "--out")
+  from fractalpre.fractals import writers
+  util.check_folder(out, "--out")
   features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(None, None, 3)),
                                          "path": tfds.features.Text(), "stratum": tfds.features.Scalar(dtype=np.int64)})
   kept = [d for d in decisions if d["keep"]]
@@ -59,17 +59,17 @@ def _write_tfds(decisions, out: Path) -> None:
   count = max(1, -(-len(kept) // per_shard))
   for k in range(count):
     part = kept[k * per_shard:(k + 1) * per_shard]
-    path = out / export.tfds_shard_name("superres_curated", k, count)
-    examples = [{"image": io.BytesIO(fileio.png_bytes(scoring.load_rgb(Path(d["path"]))[0])), "path": d["path"],
+    path = out / writers.tfds_shard_name("superres_curated", k, count)
+    examples = [{"image": io.BytesIO(util.png_bytes(scoring.load_rgb(Path(d["path"]))[0])), "path": d["path"],
                  "stratum": -1 if d.get("stratum") is None else int(d["stratum"])} for d in part]
-    export.write_tfds_shard(features, examples, path)
+    writers.write_tfds_shard(features, examples, path)
     shards.append(path)
     lengths.append(len(part))
-  export.write_tfds_metadata(out, features, {"train": (shards, lengths)}, "images kept by superres curate")
+  writers.write_tfds_metadata(out, features, {"train": (shards, lengths)}, "images kept by superres curate")
 
 
 def _estimate(args) -> None:
-  from superres import quality
+  from superres.curation import quality
   rows = table.read(args.scores)
   target = np.array([float(r["blockiness"]) for r in rows if r.get("blockiness") not in (None, "")])
   if args.reference:
@@ -90,7 +90,7 @@ def _estimate(args) -> None:
 
 
 def _report(args) -> None:
-  from superres import report
+  from superres.curation import report
   rows = table.read(args.scores) if Path(args.scores).suffix != ".json" else json.loads(Path(args.scores).read_text())
   print(report.write_report(rows, args.out))
 
@@ -101,7 +101,7 @@ def _upscale(args) -> None:
   a stopped run continues; unreadable inputs are listed and skipped."""
   from tqdm import tqdm
 
-  from superres import data, upscale
+  from superres.sr import data, upscale
   src, out = Path(args.input), Path(args.output)
   if not src.exists():
     raise ValueError(f"input {str(src)!r} does not exist")
@@ -125,15 +125,15 @@ def _upscale(args) -> None:
       failed += 1
       continue
     target.parent.mkdir(parents=True, exist_ok=True)
-    fileio.write_atomic(target, fileio.png_bytes(upscaler(image)))
+    util.write_atomic(target, util.png_bytes(upscaler(image)))
   print(f"{out}: {len(todo) - failed} upscaled x{upscaler.scale}, {len(pairs) - len(todo)} already there, "
         f"{failed} unreadable")
 
 
 def main(argv=None) -> int:
-  parser = fileio.ArgumentParser(prog="superres", description=__doc__)
+  parser = util.ArgumentParser(prog="superres", description=__doc__)
   parser.add_argument("--version", action="version", version=f"superres (fractalpre {fractalpre.__version__})")
-  sub = parser.add_subparsers(dest="command", required=True, parser_class=fileio.ArgumentParser)
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=util.ArgumentParser)
   s = sub.add_parser("score", help="score every image under DIR")
   s.add_argument("dir", metavar="DIR", help="folder of images (searched recursively)")
   s.add_argument("--out", required=True, help="scores.csv or scores.parquet (also the resume cache)")
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
                        "give a folder, or drop --format")
     args.run(args)
   except (ValueError, FileNotFoundError) as e:
-    return fileio.fail(f"superres {args.command}: error: {e}")
+    return util.fail(f"superres {args.command}: error: {e}")
   return 0
 
 

@@ -4,7 +4,7 @@ Variants by name: `Ti/16`, `S/16`, `B/16` and the CPU-sized `cpu` (patch 4, widt
 trains at 32 px in minutes on two cores. Pooling `tok` (class token) or `gap` (mean of tokens); the
 head is zero-initialised so a fresh head starts at uniform predictions. The layout is timm's VisionTransformer
 (exact GELU, LayerNorm eps 1e-6, no position embedding on the class token), so weights export exactly. `mup_base_width` > 0 switches on
-muP's forward-pass changes (fractalpre.mup): readout times base / width, attention logits over d_head.
+muP's forward-pass changes (fractalpre.optim.mup): readout times base / width, attention logits over d_head.
 """
 from __future__ import annotations
 

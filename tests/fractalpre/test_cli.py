@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fractalpre import cli, datasets
+from fractalpre import cli, fractals
 
 ARGS = ["--classes", "12", "--size", "48", "--points", "5000", "--quiet"]
 
@@ -28,7 +28,7 @@ def test_png_folder_layout_manifest_and_pixels(tmp_path):
   manifest = json.loads((out / "manifest.json").read_text())
   assert manifest["params"]["num_classes"] == 12 and manifest["params"]["size"] == 48
   assert len(manifest["classes"]) == 12 and np.array(manifest["classes"][3]["maps"]).shape == (2, 2, 3)
-  ds = datasets.OnePFrac(num_classes=12, instances_per_class=2, size=48, points=5000)
+  ds = fractals.OnePFrac(num_classes=12, instances_per_class=2, size=48, points=5000)
   image, label = ds[15]
   np.testing.assert_array_equal(np.array(Image.open(out / "00007" / "00001.png")), image)
   assert label == 7
@@ -74,9 +74,9 @@ def test_tfds_output_loads_back_without_tensorflow(tmp_path):
     assert (out / "dataset_info.json").exists() == (i == 1)  # metadata once every shard file exists
   code = f"""
 import sys, numpy as np, tensorflow_datasets as tfds
-from fractalpre import datasets
+from fractalpre import fractals
 src = tfds.builder_from_directory({str(out)!r}).as_data_source()["train"]
-ds = datasets.OnePFrac(num_classes=12, instances_per_class=100, size=48, points=5000)
+ds = fractals.OnePFrac(num_classes=12, instances_per_class=100, size=48, points=5000)
 assert len(src) == len(ds) == 1200, len(src)
 for i in (0, 517, 1023, 1024, 1199):
   image, label = ds[i]
@@ -139,15 +139,15 @@ def test_preview_writes_a_grid(tmp_path):
                    "--out", str(out)]) == 0
   grid = np.array(Image.open(out))
   assert grid.shape == (3 * 34, 3 * 34)
-  ds = datasets.OnePFrac(num_classes=9, size=32, points=3000)
+  ds = fractals.OnePFrac(num_classes=9, size=32, points=3000)
   np.testing.assert_array_equal(grid[35:67, 69:101], ds[5][0])
 
 
 def test_two_writers_of_one_shard_the_loser_says_what_happened(tmp_path, capsys):
-  from fractalpre import fileio
+  from fractalpre import util
   out = tmp_path / "d"
   out.mkdir()
-  with fileio.FolderLock(out, "test", "shard-0-of-1"):
+  with util.FolderLock(out, "test", "shard-0-of-1"):
     assert cli.main(["generate", *ARGS, "--out", str(out)]) == 2
     assert re.fullmatch(rf"fractalpre generate: error: {out} is in use by another fractalpre generate of shard "
                         rf"0/1 \(pid {__import__('os').getpid()}, holding .shard-0-of-1.lock\); wait for it to "

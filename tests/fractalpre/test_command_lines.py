@@ -67,8 +67,8 @@ def test_scripts_and_benchmarks(path, monkeypatch):
 
 
 def test_help_shows_defaults():
-  from fractalpre import fileio
-  parser = fileio.ArgumentParser(prog="x")
+  from fractalpre import util
+  parser = util.ArgumentParser(prog="x")
   parser.add_argument("--count", type=int, default=16, help="samples")
   parser.add_argument("--classes", type=int, default=None, help="categories (default 1000)")
   text = parser.format_help()

@@ -3,10 +3,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fractalpre import cli, datasets, sources
-from fractalpre.classification import train_and_evaluate
-from fractalpre.fileio import UsageError
-from fractalpre.train import load_config
+from fractalpre import cli, fractals
+from fractalpre.data import sources
+from fractalpre.data import registry
+from fractalpre.training.classification import train_and_evaluate
+from fractalpre.training.config_files import load_config
+from fractalpre.util import UsageError
 
 ARGS = ["--dataset", "1p-frac", "--classes", "4", "--instances", "3", "--test-instances", "2", "--size", "32",
         "--points", "3000", "--quiet"]
@@ -14,7 +16,7 @@ ARGS = ["--dataset", "1p-frac", "--classes", "4", "--instances", "3", "--test-in
 
 def _reference():
   """The same categories with 5 instances: 0-2 are the training split, 3-4 the held-out one."""
-  return datasets.OnePFrac(num_classes=4, instances_per_class=5, size=32, points=3000)
+  return fractals.OnePFrac(num_classes=4, instances_per_class=5, size=32, points=3000)
 
 
 @pytest.fixture(scope="module", params=["png", "tfds"])
@@ -27,7 +29,7 @@ def generated(request, tmp_path_factory):
 def _source(fmt, out, split):
   kind = {"kind": "folder", "path": str(out)} if fmt == "png" else {"kind": "tfds", "name": str(out)}
   import ml_collections
-  return sources.get_source(ml_collections.ConfigDict(kind), split)
+  return registry.get_source(ml_collections.ConfigDict(kind), split)
 
 
 def test_both_splits_read_back_as_the_generator_defines_them(generated):
@@ -86,7 +88,7 @@ def test_a_flat_folder_holds_out_the_last_fraction_of_each_class(tmp_path):
 
 
 def test_mixed_sizes_on_the_device_path_are_one_clear_error(tmp_path):
-  from fractalpre import device_data
+  from fractalpre.data import device_pipeline
   _folder(tmp_path, (8, 12))
   with pytest.raises(UsageError, match=r"found \(12, 12, 3\), the first image is \(8, 8, 3\); set data.augment_on=host"):
-    device_data.render_all(sources.ImageFolder(str(tmp_path)))
+    device_pipeline.render_all(sources.ImageFolder(str(tmp_path)))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from superres import cli, metrics, quality, table
+from superres import cli
+from superres.curation import metrics, quality, table
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +153,7 @@ def test_float_tiff_is_converted_with_a_note_and_a_nan_tiff_is_an_error_row(tmp_
 
 
 def test_links_loops_and_vanished_files_get_error_rows_and_the_scan_goes_on(tmp_path, monkeypatch):
-  from superres import scoring
+  from superres.curation import scoring
   root = tmp_path / "root"
   (root / "sub").mkdir(parents=True)
   Image.fromarray(quality.bundled_photos(["coins"])[0][:64, :64]).save(root / "sub" / "a.png")
@@ -259,7 +260,7 @@ def test_estimate_quality_speaks_jpeg_quality_0_to_100_and_keeps_its_cache_besid
     (["report", "nopath.csv", "--out", "r"], "the table has no 'path' column"),
 ])
 def test_more_bad_usage_exits_2_with_one_line_before_any_work(argv, message, capsys, tmp_path, monkeypatch):
-  from superres import scoring
+  from superres.curation import scoring
   monkeypatch.chdir(tmp_path)
   (tmp_path / "afile").write_text("")
   table.write(tmp_path / "s.csv", [{"path": "a.png", "blockiness": 3.0}], scoring.COLUMNS)

@@ -1,0 +1,81 @@
+"""Pretrain once, then fine-tune (or linear-probe) on a small real dataset over several seeds, and summarize
+with mean, spread and paired differences: the experiments of scripts/pretrain_finetune_demo.py and
+scripts/scaling_backwards.py. A single seed cannot rank two inits whose gap is smaller than the seed-to-seed
+spread, so every comparison here is over seeds, paired by seed (same init noise, data order and
+augmentation for both inits). Every run has its own workdir; a finished one is reused, an interrupted one
+resumes."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+METRICS = ("top1", "nll", "ece")
+# --quick smoke runs: no TensorBoard, one checkpoint and one metrics line per run (the start-up dominates)
+QUICK = dict(tensorboard=False, checkpoint_every=10**9, log_every=10**9)
+
+
+def use_compilation_cache(folder: str | os.PathLike) -> None:
+  """JAX's persistent compilation cache: the many runs of a study compile the same few programs."""
+  jax.config.update("jax_compilation_cache_dir", str(folder))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+
+def run(config, workdir: str | os.PathLike, label: str, overrides: dict | None = None) -> dict:
+  """train_and_evaluate (config updated by `overrides`) without a progress bar, one line to stderr when done;
+  returns its final metrics."""
+  from fractalpre.training import classification
+  config.update(overrides or {})
+  t = time.time()
+  metrics = classification.train_and_evaluate(config, workdir, progress=False)
+  print(f"  {label}: {time.time() - t:.0f} s", file=sys.stderr, flush=True)
+  return metrics
+
+
+def finetune_config(dataset: str, init: str, seed: int, steps: int, labels: int, probe: bool = False):
+  """configs/finetune.py (or linear_probe.py) for one seed; `init` '' = from scratch."""
+  from fractalpre.configs import finetune, linear_probe
+  arg = f"dataset={dataset},labels_per_class={labels},steps={steps},init_from={init}"
+  config = (linear_probe if probe else finetune).get_config(arg)
+  config.seed = seed
+  return config
+
+
+def over_seeds(workdir: Path, dataset: str, init: str, seeds, steps: int, labels: int, probe: bool = False,
+               label: str = "", overrides: dict | None = None) -> dict[int, dict]:
+  """{seed: {top1, nll, ece}} of fine-tuning (or probing) from `init` on the test split, one workdir per seed."""
+  out = {}
+  for seed in seeds:
+    config = finetune_config(dataset, init, seed, steps, labels, probe)
+    metrics = run(config, workdir / f"seed{seed}", f"{label or workdir.name} seed {seed}", overrides)
+    out[seed] = {k: float(metrics[f"eval_{k}"]) for k in METRICS}
+  return out
+
+
+def spread(values) -> tuple[float, float]:
+  """(mean, sample standard deviation) of per-seed values."""
+  values = np.asarray(list(values), np.float64)
+  return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def summary(per_seed: dict[int, dict]) -> dict[str, tuple[float, float]]:
+  """{metric: (mean, std)} over seeds."""
+  return {k: spread(r[k] for r in per_seed.values()) for k in METRICS}
+
+
+def paired(a: dict[int, dict], b: dict[int, dict]) -> dict[str, tuple[float, float]]:
+  """{metric: (mean, std)} of a - b over the seeds both have (same seed, same data order and augmentation)."""
+  seeds = sorted(set(a) & set(b))
+  return {k: spread(a[s][k] - b[s][k] for s in seeds) for k in METRICS}
+
+
+def cell(mean_std: tuple[float, float], metric: str, signed: bool = False) -> str:
+  """'74.5 ± 1.2' (top-1 in %), '0.856 ± 0.020' (NLL, ECE)."""
+  mean, std = mean_std
+  scale, digits = (100, 1) if metric == "top1" else (1, 3)
+  sign = "+" if signed else ""
+  return f"{scale * mean:{sign}.{digits}f} ± {scale * std:.{digits}f}"

@@ -1,0 +1,8 @@
+"""Training: the generic trainer (`trainer`: state, the one update step, the asynchronous loop), orbax
+checkpoints with fallback on damage (`checkpoints`), metrics.jsonl / TensorBoard / W&B (`metric_writer`),
+one run per workdir (`workdir_claim`), pretrained weights into a new model (`init_from`), configs by file or
+name (`config_files`), and the image-classification task (`classification`, `classification_scores`)."""
+from fractalpre.training.classification import train_and_evaluate
+from fractalpre.training.trainer import NonFiniteLoss, build, fit
+
+__all__ = ["NonFiniteLoss", "build", "fit", "train_and_evaluate"]

@@ -1,0 +1,88 @@
+"""Orbax checkpoints of the train state plus the input iterator's state, with fallback on damage."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+from fractalpre.util import UsageError
+
+
+class Checkpoints:
+  """Async saves every `every` steps, keeps the newest `keep`. `restore_latest` returns the newest
+  checkpoint that loads; a damaged one is moved aside to WORKDIR/damaged_checkpoints/ (orbax will not
+  save a step at or below the newest step folder it finds, broken or not) and the previous one is used."""
+
+  def __init__(self, workdir: str | Path, keep: int = 3):
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True)
+    self.directory = Path(workdir).absolute() / "checkpoints"
+    self.damaged = Path(workdir).absolute() / "damaged_checkpoints"
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
+
+  def save(self, step: int, state, data_state: dict) -> None:
+    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    data=ocp.args.JsonSave(data_state)))
+
+  def restore_latest(self, abstract_state):
+    """(step, state, data_state) of the newest loadable checkpoint, or None when there is none."""
+    moved = False
+
+    def set_aside(step: int) -> str:
+      nonlocal moved
+      if jax.process_index() != 0:  # one process renames; the others fail on the same step anyway
+        return "left it in place"
+      moved = True
+      return f"moved it to {self._move_aside(step)}"
+
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore())
+    found = newest_loadable(self.manager, args, set_aside)
+    if moved:
+      self.manager.reload()
+    return None if found is None else (found[0], found[1]["state"], found[1]["data"])
+
+  def _move_aside(self, step: int) -> Path:
+    """Renames a damaged step folder into damaged_checkpoints/ (never deletes: it may be recoverable)."""
+    self.damaged.mkdir(exist_ok=True)
+    target, n = self.damaged / str(step), 1
+    while target.exists():
+      target, n = self.damaged / f"{step}.{n}", n + 1
+    os.replace(self.directory / str(step), target)
+    return target
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def load_state(path: str | Path) -> dict:
+  """The train state (`params`, `batch_stats`, ...) of the newest loadable checkpoint under a workdir (or
+  its checkpoints/ folder), as NumPy arrays, without knowing the optimizer that wrote it."""
+  path = Path(path).absolute()
+  if not path.is_dir():
+    raise UsageError(f"init_from {path} is not a folder (give a training workdir or its checkpoints/ folder)")
+  directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+  manager = ocp.CheckpointManager(directory, item_names=("state", "data"),
+                                  options=ocp.CheckpointManagerOptions(create=False))
+  found = newest_loadable(manager, ocp.args.Composite(state=ocp.args.StandardRestore()),
+                          lambda step: f"left it in place in {directory}")
+  if found is None:
+    raise UsageError(f"init_from {path} holds no loadable checkpoint")
+  return found[1]["state"]
+
+
+def newest_loadable(manager: ocp.CheckpointManager, args, on_damage) -> tuple[int, dict] | None:
+  """(step, restored items) of the manager's newest checkpoint that restores with `args`, trying older ones
+  in turn; `on_damage(step) -> what was done with it` for each that does not. None when none loads."""
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      return step, manager.restore(step, args=args)
+    except Exception as e:  # orbax raises many types for damaged files
+      where = on_damage(step)
+      logging.warning("checkpoint at step %d could not be restored (%s: %s); %s and trying the previous one",
+                      step, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "", where)
+  return None

@@ -1,0 +1,273 @@
+"""The generic trainer: train state, the update step, and the loop with checkpoints and metrics.
+
+Stages, top to bottom: mesh, model state, optimizer, sharding, update step, checkpoint/resume, loop. The
+step is `jax.jit` over a 1-D `data` mesh with the global batch sharded by NamedSharding and the train
+state replicated (what `pmap` used to do; `jax.pmap` is a legacy wrapper since JAX 0.8); compressed Lion
+runs the same step body under `jax.shard_map`. Tasks (classification, superres) bring a model, a loss,
+their data and an evaluation, and call `build` and `fit`.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
+
+from fractalpre import optim, util
+from fractalpre.models import FP8_COLLECTION
+from fractalpre.optim import lion
+from fractalpre.training import checkpoints, init_from, metric_writer
+from fractalpre.training import workdir_claim
+
+
+class NonFiniteLoss(RuntimeError):
+  pass
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def mup_base_width(config) -> int:
+  return config.get("mup", {}).get("base_width", 0)
+
+
+def init_state(config, model, tx, rng, input_shape: tuple[int, ...]):
+  variables = model.init({"params": rng}, jnp.zeros(input_shape), train=False)
+  params = variables["params"]
+  if config.get("init_from"):
+    params = init_from.merge_pretrained(params, checkpoints.load_state(config.init_from)["params"])
+  # fp8 amax histories and scales live beside the parameters, outside the optimizer: each step
+  # overwrites them with the values its forward/backward pass computed.
+  state = {"step": jnp.zeros((), jnp.int32), "params": params, "batch_stats": variables.get("batch_stats", {}),
+           "opt_state": tx.init(params)}
+  if FP8_COLLECTION in variables:  # only then: checkpoints of other runs keep their layout
+    state["fp8"] = variables[FP8_COLLECTION]
+  return state
+
+
+def model_variables(state, params=None) -> dict:
+  """The model's variables: parameters (default: the state's), batch stats and fp8 metadata when present."""
+  variables = {"params": state["params"] if params is None else params}
+  if state["batch_stats"]:
+    variables["batch_stats"] = state["batch_stats"]
+  if state.get("fp8"):
+    variables[FP8_COLLECTION] = state["fp8"]
+  return variables
+
+
+def compressed_lion(config) -> bool:
+  """Lion with a `lion.comm` mode: the step runs under shard_map with per-device momenta."""
+  return config.optim.optimizer == "lion" and bool(config.get("lion", {}).get("comm"))
+
+
+def lion_transport(config, mesh):
+  """Compressed Lion's transport on the step's mesh (flat `data`, or `node` x `local`), or None."""
+  if not compressed_lion(config):
+    return None
+  cfg = config.lion
+  step_mesh = lion.step_mesh(mesh.devices, cfg.get("hierarchy", "flat") or "flat", cfg.get("local_devices", 0))
+  return step_mesh, lion.transport(cfg.comm, step_mesh, cfg.get("momentum_sync"), cfg.get("sync_pattern"))
+
+
+def state_specs(state, transport=None):
+  """PartitionSpecs of the train state: all replicated, except compressed Lion's per-device optimizer
+  state, which has a leading device axis sharded over the transport's axes."""
+  return {k: jax.tree.map(lambda _: P(transport.axes) if (transport and k == "opt_state") else P(), v)
+          for k, v in state.items()}
+
+
+def replicate_per_device(opt_state, n: int):
+  return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), opt_state)
+
+
+def _loss_and_grads(model, state, batch, dropout_rng, task_loss, params=None):
+  """Loss, metrics, parameter gradients, new batch stats and new fp8 metadata (Flax returns it as the
+  "gradient" of the `_overwrite_with_gradient` collection) at `params` (default: the state's)."""
+  has_bn = bool(state["batch_stats"])
+
+  def loss_fn(params, fp8):
+    variables = {**model_variables(state, params), **({FP8_COLLECTION: fp8} if fp8 else {})}
+    out = model.apply(variables, batch["image"], train=True, rngs={"dropout": dropout_rng},
+                      mutable=["batch_stats"] if has_bn else False)
+    outputs, new_vars = out if has_bn else (out, {})
+    loss, metrics = task_loss(outputs, batch)
+    return loss, (metrics, new_vars)
+
+  (loss, (metrics, new_vars)), (grads, fp8) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+      state["params"] if params is None else params, state.get("fp8", {}))
+  return loss, metrics, grads, new_vars.get("batch_stats", state["batch_stats"]), fp8
+
+
+def _global_norm(tree):
+  return jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32) ** 2) for g in jax.tree.leaves(tree)))
+
+
+def make_train_step(model, tx, rng, task_loss, sample=None, axis: str | tuple[str, ...] | None = None):
+  """The pure update, one optimizer step; the one body of every trainer's step. On a globally sharded
+  batch (`axis` None) the state is replicated. Under `jax.shard_map` over `axis` (compressed Lion's mesh axes), each
+  device takes the gradient of its own batch shard and keeps its own optimizer state (a leading device
+  axis of length 1 here), `tx` does the communication, batch stats are averaged, fp8 amax histories take
+  their maximum and metrics their mean over the devices (grad_norm: the mean of the local norms, since
+  averaging the gradients would put an fp32 all-reduce back on the wire). With `sample` (IVON), the
+  gradient is taken at weights sampled around the mean, and the same noise goes into the update."""
+
+  def step(state, batch):
+    step_rng = jax.random.fold_in(rng, state["step"])
+    if axis is not None:
+      step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis))
+    step_rng, sample_rng = jax.random.split(step_rng)
+    opt_state = state["opt_state"] if axis is None else jax.tree.map(lambda x: x[0], state["opt_state"])
+    at = None
+    if sample is not None:
+      at, opt_state = sample(sample_rng, state["params"], opt_state)
+    loss, metrics, grads, batch_stats, fp8 = _loss_and_grads(model, state, batch, step_rng, task_loss, at)
+    updates, opt_state = tx.update(grads, opt_state, state["params"])
+    params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
+    metrics = {"loss": loss, **metrics, "grad_norm": _global_norm(grads)}
+    if axis is not None:
+      batch_stats, metrics = jax.lax.pmean((batch_stats, metrics), axis)
+      fp8 = jax.lax.pmax(fp8, axis)
+      opt_state = jax.tree.map(lambda x: x[None], opt_state)
+    new_state = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats, "opt_state": opt_state,
+                 **({"fp8": fp8} if "fp8" in state else {})}
+    return new_state, metrics
+
+  return step
+
+
+def build(config, mesh, model, input_shape: tuple[int, ...], task_loss, trainable=None):
+  """(state placed on the mesh, state shardings, jitted train step) for a model, the shape of one input
+  (with a batch axis of 1) and the task's loss `task_loss(outputs, batch) -> (loss, metrics)`."""
+  scales = None
+  if mup_base_width(config):
+    from fractalpre.optim import mup
+    scales = mup.scales_for(model, mup_base_width(config), input_shape)
+  with util.usage_errors():
+    step_mesh, transport = lion_transport(config, mesh) or (mesh, None)
+    tx = optim.make(config.optim, config.total_steps, trainable, scales, transport)
+  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+  state = init_state(config, model, tx, init_rng, input_shape)
+  batch_spec = P(transport.axes) if transport else P("data")
+  if transport:
+    state["opt_state"] = replicate_per_device(state["opt_state"], mesh.size)
+  specs = state_specs(state, transport)
+  shardings = jax.tree.map(lambda spec: NamedSharding(step_mesh, spec), specs)
+  if transport:
+    step_fn = jax.shard_map(make_train_step(model, tx, step_rng, task_loss, axis=transport.axes), mesh=step_mesh,
+                            in_specs=(specs, batch_spec), out_specs=(specs, P()), check_vma=False)
+  else:
+    step_fn = make_train_step(model, tx, step_rng, task_loss, optim.sampler(config.optim))
+  train_step = jax.jit(step_fn, in_shardings=(shardings, NamedSharding(step_mesh, batch_spec)),
+                       out_shardings=(shardings, NamedSharding(step_mesh, P())), donate_argnums=0)
+  return jax.device_put(state, shardings), shardings, train_step
+
+
+def device_input_step(train_step, input_fn, batch_sharding):
+  """`step(state, inputs)`: the device pipeline's `input_fn(step, inputs) -> batch`, compiled as its own
+  program, then the train step on that batch. Both are dispatched without waiting. (Compiled into the
+  train step, the same augmentation cost a ViT-Ti/16 step on CPU about 5x its own time.)"""
+  make_batch = jax.jit(input_fn, out_shardings=batch_sharding)
+  return lambda state, inputs: train_step(state, make_batch(state["step"], inputs))
+
+
+def check_batch(config) -> None:
+  if config.batch_size % jax.device_count():
+    raise util.UsageError(f"batch_size must be divisible by the {jax.device_count()} devices, "
+                            f"got {config.batch_size}")
+
+
+def fit(config, workdir, state, train_step, data, evaluate=None, progress: bool = True,
+        restart: bool = False, samples=None, harmless: tuple[str, ...] = ()) -> dict:
+  """The loop every task shares: claim the workdir (locked; refused if it holds a run of another config
+  unless `restart`), resume from the newest good checkpoint, step, log one metrics line per logged step,
+  evaluate every `eval_every` steps (`evaluate(state) -> {name: value}`), checkpoint the state with the
+  data's position, stop on a non-finite loss. `data` hands each step its inputs (`host_batch()`) and has
+  a checkpointable `get_state`/`set_state` (fractalpre.data.device_pipeline). `samples() -> uint8 (H, W, 3)`: an
+  image of training samples, logged at the first step of a fresh run. `harmless`: the task's config keys a
+  resumed run may change (see `workdir_claim.claim`). Returns the last logged values."""
+  workdir = Path(workdir)
+  lock = workdir_claim.claim(workdir, config, restart, harmless)
+  try:
+    return _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+@jax.jit
+def _still_finite(finite, loss):
+  return finite & jnp.isfinite(loss)
+
+
+def _loop(config, workdir, state, train_step, data, evaluate, progress, samples) -> dict:
+  """Asynchronous: between log, eval and checkpoint steps nothing is fetched from the devices, so the
+  host dispatches ahead while they compute, and the next inputs are on their way during each step."""
+  ckpt = checkpoints.Checkpoints(workdir, config.get("keep_checkpoints", 3))
+  writer = metric_writer.MetricWriter(workdir, tensorboard=config.get("tensorboard", True),
+                                       wandb=config.get("wandb"), config=config.to_dict())
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+  restored = ckpt.restore_latest(abstract)
+  start = 0
+  if restored is not None:
+    start, state, data_state = restored
+    data.set_state(data_state)
+  writer.truncate(start)  # a fresh start (no loadable checkpoint) drops the old records too
+  if start == 0 and samples is not None and (writer.tb or writer.wandb):
+    writer.write_image(1, "train_samples", samples())
+  if restored is not None and jax.process_index() == 0:
+    print(f"resumed from step {start} in {workdir / 'checkpoints'}", file=sys.stderr)
+
+  final = {}  # the last logged value of every metric, those of earlier sessions of this run included
+  for record in writer.read():
+    final.update({k: v for k, v in record.items() if k != "step"})
+  unit = config.get("progress_unit", "img")
+  bar = tqdm(total=config.total_steps * config.batch_size, initial=start * config.batch_size, unit=unit,
+             unit_scale=True, disable=not progress or jax.process_index() != 0, desc=workdir.name)
+  finite, checked = jnp.bool_(True), start  # no non-finite loss in steps checked+1 .. now
+
+  def check_finite(step):
+    nonlocal checked
+    if not bool(finite):
+      where = f"at step {step}" if checked + 1 == step else f"between steps {checked + 1} and {step}"
+      raise NonFiniteLoss(f"the loss became non-finite {where}; stopping. The last good checkpoint is kept in "
+                          f"{workdir / 'checkpoints'} (lower optim.lr or set optim.grad_clip_norm)")
+    checked = step
+
+  try:
+    inputs = data.host_batch() if start < config.total_steps else None
+    for step in range(start + 1, config.total_steps + 1):
+      state, metrics = train_step(state, inputs)
+      finite = _still_finite(finite, metrics["loss"])
+      bar.update(config.batch_size)
+      logged = step % config.log_every == 0 or step == config.total_steps
+      evaluated = evaluate is not None and (step % config.eval_every == 0 or step == config.total_steps)
+      saved = step % config.checkpoint_every == 0 or step == config.total_steps
+      data_state = data.get_state() if saved else None  # before the next inputs are drawn
+      if step < config.total_steps:
+        inputs = data.host_batch()  # on its way while the step runs
+      record = {}  # one JSON line per logged step, always with `loss`
+      if logged or evaluated or saved:
+        check_finite(step)
+      if logged:
+        record = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        record["lr"] = float(optim.schedule(config.optim, config.total_steps)(step - 1))
+        bar.set_postfix(loss=f"{record['loss']:.4f}")
+      if evaluated:
+        loss = record["loss"] if logged else float(jax.device_get(metrics["loss"]))
+        record = {"loss": loss, **record, **{f"eval_{k}": v for k, v in evaluate(state).items()}}
+      if record:
+        writer.write(step, record)
+        final.update(record)
+      if saved:
+        ckpt.save(step, state, data_state)
+  finally:
+    bar.close()
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+  return final

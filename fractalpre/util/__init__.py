@@ -1,0 +1,11 @@
+"""The bottom layer, shared by fractalpre and superres: atomic files and folder locks (`files`), one-line
+usage errors and the command lines' parser (`usage`), image grids and PNG bytes (`images`), and the CPU
+allocator that trainers preload (`cpu_allocator`). Imports neither JAX nor anything else of the package."""
+from fractalpre.util.files import (FolderLock, atomic_path, check_folder, check_writable, is_lock, is_temporary,
+                                   temporary_name, write_atomic)
+from fractalpre.util.images import IMAGE_EXTENSIONS, image_grid, png_bytes
+from fractalpre.util.usage import ArgumentParser, UsageError, fail, require_positive, usage_errors
+
+__all__ = ["IMAGE_EXTENSIONS", "ArgumentParser", "FolderLock", "UsageError", "atomic_path", "check_folder", "check_writable", "fail",
+           "image_grid", "is_lock", "is_temporary", "png_bytes", "require_positive", "temporary_name",
+           "usage_errors", "write_atomic"]

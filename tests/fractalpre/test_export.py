@@ -1,0 +1,119 @@
+"""Exported weights against an independent NumPy forward pass written from timm's layout."""
+import json
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from fractalpre import cli, export
+from fractalpre.models import get_model
+from fractalpre.training import checkpoints, workdir_claim
+from fractalpre.training.config_files import load_config
+from tests.fractalpre import timm_reference
+
+
+def _random_variables(model, size, seed=0):
+  """Random values in the model's variable shapes (not its init: the zero-initialised head and last
+  BatchNorm scales would hide layout mistakes), BatchNorm variances positive."""
+  shapes = jax.eval_shape(model.init, jax.random.key(seed), np.zeros((1, size, size, 3), np.float32))
+  rng = np.random.default_rng(seed)
+  variables = jax.tree.map(lambda s: 0.2 * rng.standard_normal(s.shape).astype(np.float32), shapes)
+  if "batch_stats" in variables:
+    variables["batch_stats"] = jax.tree.map(lambda v: np.abs(v) + 0.5, variables["batch_stats"])
+  return variables
+
+
+def _config(name, size, **model):
+  c = load_config("configs/pretrain_1pfrac_vit.py:runlocal")
+  c.image_size = size
+  c.model = ml_collections.ConfigDict({"name": name, **model})
+  return c
+
+
+def _compare(config, variables, forward, num_classes=5, seed=1):
+  model = get_model(config.model.name, num_classes,
+                    **({"mup_base_width": config.mup.base_width} if config.mup.base_width else {}),
+                    **{k: v for k, v in config.model.items() if k != "name"})
+  images = np.random.default_rng(seed).uniform(-1, 1, (2, config.image_size, config.image_size, 3)).astype(np.float32)
+  ours = np.asarray(jax.jit(model.apply)(variables, images))
+  sd, hub = export.convert(config, variables["params"], variables.get("batch_stats", {}))
+  theirs = forward(images.transpose(0, 3, 1, 2).astype(np.float64), {k: v.astype(np.float64) for k, v in sd.items()})
+  assert np.max(np.abs(ours - theirs)) <= 1e-4 * max(1.0, np.max(np.abs(theirs))), np.max(np.abs(ours - theirs))
+  assert hub["num_classes"] == num_classes
+  return hub
+
+
+@pytest.mark.parametrize("pool,mup", [("tok", 0), ("gap", 0), ("tok", 48)])
+def test_vit_matches_timm_layout(pool, mup):
+  config = _config("vit_cpu", 32, pool=pool)
+  config.mup.base_width = mup
+  model = get_model("vit_cpu", 5, pool=pool, **({"mup_base_width": mup} if mup else {}))
+  hub = _compare(config, _random_variables(model, 32),
+                 lambda x, sd: timm_reference.vit(x, sd, 3, "token" if pool == "tok" else "avg"))
+  args = hub["model_args"]
+  assert (hub["architecture"], args["patch_size"], args["embed_dim"], args["depth"], args["num_heads"]) == (
+      "vit_tiny_patch16_224", 4, 96, 4, 3)
+  assert args["class_token"] == (pool == "tok") and args["mlp_ratio"] == 4.0
+
+
+@pytest.mark.parametrize("name,layers,bottleneck", [("resnet18", (2, 2, 2, 2), False), ("resnet50", (3, 4, 6, 3), True)])
+def test_resnet_matches_timm_layout(name, layers, bottleneck):
+  config = _config(name, 72)
+  hub = _compare(config, _random_variables(get_model(name, 5), 72),
+                 lambda x, sd: timm_reference.resnet(x, sd, layers, bottleneck))
+  assert hub["architecture"] == name and hub["pretrained_cfg"]["input_size"] == [3, 72, 72]
+
+
+def test_small_stem_resnet_is_refused():
+  config = _config("resnet18", 32)
+  variables = _random_variables(get_model("resnet18", 5), 32)
+  with pytest.raises(ValueError, match="7x7 stride-2 stem"):
+    export.convert(config, variables["params"], variables["batch_stats"])
+
+
+def _workdir(tmp_path, config, variables):
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / workdir_claim.CONFIG).write_text(config.to_json())
+  ckpt = checkpoints.Checkpoints(run)
+  ckpt.save(7, {"step": np.asarray(7, np.int32), "params": variables["params"],
+                "batch_stats": variables.get("batch_stats", {}), "opt_state": {}}, {"position": 0})
+  ckpt.wait()
+  ckpt.close()
+  return run
+
+
+def test_export_cli_writes_safetensors_and_hub_config(tmp_path, capsys):
+  config = _config("vit_cpu", 32)
+  model = get_model("vit_cpu", 5)
+  variables = _random_variables(model, 32)
+  run = _workdir(tmp_path, config, variables)
+  out = tmp_path / "w" / "vit.safetensors"
+  assert cli.main(["export", "--checkpoint", str(run), "--format", "timm", "--out", str(out)]) == 0
+  sd = load_file(out)
+  hub = json.loads(out.with_suffix(".json").read_text())
+  assert hub["pretrained_cfg"]["mean"] == [0.5] * 3 and hub["model_args"]["img_size"] == 32
+  images = np.random.default_rng(3).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  ours = np.asarray(model.apply(variables, images, train=False))
+  theirs = timm_reference.vit(images.transpose(0, 3, 1, 2).astype(np.float64), sd, 3)
+  np.testing.assert_allclose(theirs, ours, atol=1e-4 * max(1.0, np.abs(ours).max()))
+  assert "vit.safetensors" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--out", "x.pt"], "--out must end in .safetensors"),
+    (["--format", "onnx"], "invalid choice: 'onnx'"),
+    ([], "holds no config.json"),
+])
+def test_export_cli_bad_input_is_one_line(tmp_path, capsys, args, message):
+  flags = {"--checkpoint": str(tmp_path), "--format": "timm", "--out": str(tmp_path / "x.safetensors"),
+           **dict(zip(args[::2], args[1::2]))}
+  try:
+    code = cli.main(["export"] + [t for kv in flags.items() for t in kv])
+  except SystemExit as e:  # argparse's own checks exit from inside parse_args
+    code = e.code
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and message in err and "\n" not in err
+  assert not list(tmp_path.glob("*.safetensors"))
