@@ -3,6 +3,7 @@ share. Installed as `fractalpre.configs.common`; configs import it by that name.
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -46,7 +47,10 @@ def disk_data(path: str) -> tuple[dict, bool]:
   if info.is_file():
     splits = {s["name"] for s in json.loads(info.read_text()).get("splits", [])}
     return dict(kind="tfds", name=str(root), train_split="train", test_split="test"), "test" in splits
-  return dict(kind="folder", path=str(root), test_fraction=0.0), (root / "test").is_dir()
+  # skip_bad_images: leave out files that cannot be read as images (refused by default); max_pixels: the
+  # largest image read (not set: about 89 MP, Pillow's own threshold)
+  return dict(kind="folder", path=str(root), test_fraction=0.0, skip_bad_images=False,
+              max_pixels=config_dict.placeholder(int)), (root / "test").is_dir()
 
 
 def augment(recipe: bool = True) -> ml_collections.ConfigDict:

@@ -15,6 +15,7 @@ batch, lr (default 1e-3 for adamw, 0.2 for ivon), optimizer (adamw|ivon), ess (i
 default 1e5; `ess=none`: the training set size), bma.
 """
 import ml_collections
+from ml_collections import config_dict
 
 from fractalpre.configs import common
 
@@ -54,7 +55,8 @@ def get_config(arg=None):
     # (hess_init 0.1, b2 0.99999, clip radius 1e-3, ess = N) did not learn -- the curvature never left
     # hess_init, the steps were clipped to nothing and sigma ~ 0.3 drowned the weights. hess_init 1, b2 0.999,
     # no clipping and ess 1e5 learn. ess=none uses the training set size.
-    c.optim = ml_collections.ConfigDict(dict(optimizer="ivon", lr=0.2 if a.lr is None else a.lr, ess=a.ess, hess_init=1.0,
+    ess = config_dict.placeholder(float) if a.ess is None else a.ess  # not set: the training set size
+    c.optim = ml_collections.ConfigDict(dict(optimizer="ivon", lr=0.2 if a.lr is None else a.lr, ess=ess, hess_init=1.0,
                                              b1=0.9, b2=0.999, weight_decay=1e-4, clip_radius=float("inf"),
                                              warmup_steps=max(a.steps // 10, 1)))
   else:

@@ -34,5 +34,7 @@ def get_source(cfg: ml_collections.ConfigDict, split: str = "train"):
   if kind == "tfds":
     return TfdsSource(cfg.name, cfg.get(f"{split}_split", split), cfg.get("data_dir"))
   if kind == "folder":
-    return ImageFolder(cfg.path, cfg.get(f"{split}_split", split), **_given(cfg, test_fraction="test_fraction"))
+    return ImageFolder(cfg.path, cfg.get(f"{split}_split", split), **_given(cfg, test_fraction="test_fraction",
+                                                                            skip_bad="skip_bad_images",
+                                                                            max_pixels="max_pixels"))
   raise ValueError(f"data.kind must be one of {KINDS}, got {kind!r}")

@@ -2,11 +2,16 @@
 the bundled digits and lfw sets, TFDS splits and image folders."""
 from __future__ import annotations
 
+import collections
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from fractalpre.util import IMAGE_EXTENSIONS
+from fractalpre.util import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, UnreadableImage, read_image
 
 
 def stratified_split(labels: np.ndarray, split: str, test_fraction: float, seed: int,
@@ -106,12 +111,20 @@ class TfdsSource:
 
 
 class ImageFolder:
-  """torchvision's ImageFolder layout: ROOT/<class>/<image>, classes the sorted sub-folder names, images
-  sorted by name, in any format Pillow reads (gray stays one channel, the rest becomes RGB). A split reads
-  ROOT/<split>/ when it exists (what `fractalpre generate --test-instances` writes); otherwise ROOT itself,
-  with the last `test_fraction` of each class's images held out as `test`."""
+  """torchvision's ImageFolder layout: ROOT/<class>/<image>, images sorted by name, in any format Pillow
+  reads (gray stays one channel, the rest becomes RGB). A split reads ROOT/<split>/ when it exists (what
+  `fractalpre generate --test-instances` writes); otherwise ROOT itself, with the last `test_fraction` of
+  each class's images held out as `test`. The classes are the training folder's sorted sub-folder names,
+  for every split: a test/ that lacks a class keeps every other label, and a test/ class that train/ lacks
+  is refused. A class folder with no images, or one that links outside the dataset, is refused.
 
-  def __init__(self, path: str, split: str = "train", test_fraction: float = 0.0):
+  Every image is decoded once here (threads; `fractalpre.util.read_image`: by its mode, 16-bit and float
+  scaled to 8 bits, palette, CMYK and alpha converted), so that a file that cannot be read (empty,
+  truncated, not an image, over `max_pixels`) stops the run before training, in one line naming the first
+  few and the count; `skip_bad` leaves them out instead. Conversions are counted in one line."""
+
+  def __init__(self, path: str, split: str = "train", test_fraction: float = 0.0, skip_bad: bool = False,
+               max_pixels: int = DEFAULT_MAX_PIXELS):
     root = Path(path)
     if not root.is_dir():
       raise ValueError(f"data.path {path!r} is not a folder")
@@ -124,21 +137,45 @@ class ImageFolder:
       if split == "test" and not test_fraction:
         raise ValueError(f"data.path {path!r} has no test/ folder; set data.test_fraction to hold out part "
                          "of each class")
-    else:
-      root = root / split
-    self.classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not self.classes:
-      raise ValueError(f"data.path {str(root)!r} holds no class folders (ROOT/<class>/<image>)")
+    train_root = root / "train" if (root / "train").is_dir() else root
+    if train_root == root and (root / "test").is_dir():
+      raise ValueError(f"data.path {path!r} has a test/ folder but no train/ folder beside it")
+    self.classes = _class_folders(train_root, root)
+    split_root = train_root if held_out else root / split
+    present = _class_folders(split_root, root) if split_root != train_root else self.classes
+    unknown = sorted(set(present) - set(self.classes))
+    if unknown:
+      raise ValueError(f"data.path {str(split_root)!r} has class folders that {str(train_root)!r} lacks: "
+                       f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} (the labels are train's classes)")
     self.files, labels = [], []
     for label, name in enumerate(self.classes):
-      files = sorted(f for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+      if name not in present:
+        continue
+      files = sorted(f for f in (split_root / name).iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+      if split_root == train_root and not files:
+        raise ValueError(f"data.path class folder {str(split_root / name)!r} holds no images "
+                         f"({', '.join(IMAGE_EXTENSIONS)}); remove it or add images")
       if held_out and test_fraction:
         cut = len(files) - int(round(len(files) * test_fraction))
         files = files[:cut] if split == "train" else files[cut:]
       self.files += files
       labels += [label] * len(files)
+    if max_pixels < 1:
+      raise ValueError(f"data.max_pixels must be >= 1, got {max_pixels}")
+    self.max_pixels = max_pixels
+    where = f"data.path {str(split_root)!r} ({split})"
+    bad, conversions = _scan(self.files, max_pixels, where)
+    if bad and not skip_bad:
+      raise ValueError(f"{where}: {len(bad)} of {len(self.files)} files cannot be read as images: {_listed(bad)}; "
+                       "remove them, or set data.skip_bad_images=True to train without them")
+    if bad:
+      _report(f"{where}: skipped {len(bad)} unreadable files of {len(self.files)} ({_listed(bad)})")
+      keep = [j for j, f in enumerate(self.files) if f not in bad]
+      self.files, labels = [self.files[j] for j in keep], [labels[j] for j in keep]
+    if conversions:
+      _report(f"{where}: " + ", ".join(f"{n} images {kind}" for kind, n in sorted(conversions.items())))
     if not self.files:
-      raise ValueError(f"data.path {str(root)!r} holds no images for split {split!r}")
+      raise ValueError(f"data.path {str(split_root)!r} holds no images for split {split!r}")
     self.labels = np.array(labels, np.int64)
     self.num_classes = len(self.classes)
 
@@ -146,7 +183,50 @@ class ImageFolder:
     return len(self.files)
 
   def __getitem__(self, i):
-    from PIL import Image
-    with Image.open(self.files[i]) as image:
-      gray = image.mode in ("1", "L", "LA", "I", "I;16", "F")
-      return np.asarray(image.convert("L" if gray else "RGB")), int(self.labels[i])
+    return read_image(self.files[i], self.max_pixels)[0], int(self.labels[i])
+
+
+def _class_folders(folder: Path, root: Path) -> list[str]:
+  """The sorted class folder names of `folder` (hidden ones left out); one that links outside `root` is
+  refused (its images would belong to another dataset)."""
+  classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+  if not classes:
+    raise ValueError(f"data.path {str(folder)!r} holds no class folders (ROOT/<class>/<image>)")
+  inside = root.resolve()
+  for name in classes:
+    target = (folder / name).resolve()
+    if target != inside and inside not in target.parents:
+      raise ValueError(f"data.path class folder {str(folder / name)!r} links outside {str(root)!r} (to {target})")
+  return classes
+
+
+def _scan(files: list[Path], max_pixels: int, where: str) -> tuple[dict[Path, str], collections.Counter]:
+  """({file: why it cannot be read}, {conversion: count}) of every file, decoded once, in threads (Pillow
+  releases the GIL while it decodes)."""
+  def one(path):
+    try:
+      return None, read_image(path, max_pixels)[1]["notes"]
+    except UnreadableImage as e:
+      return str(e), []
+    except OSError as e:  # vanished or unreadable file
+      return e.strerror or str(e), []
+
+  bad, conversions = {}, collections.Counter()
+  with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    results = tqdm(pool.map(one, files), total=len(files), desc=f"checking {where}", unit="img",
+                   disable=len(files) < 2000, file=sys.stderr)
+    for path, (error, notes) in zip(files, results):
+      if error:
+        bad[path] = error
+      conversions.update(notes)
+  return bad, conversions
+
+
+def _listed(bad: dict[Path, str], first: int = 3) -> str:
+  shown = ", ".join(f"{p.parent.name}/{p.name} ({why[:60]})" for p, why in list(bad.items())[:first])
+  return shown + (f" and {len(bad) - first} more" if len(bad) > first else "")
+
+
+def _report(line: str) -> None:
+  print(line, file=sys.stderr, flush=True)
+

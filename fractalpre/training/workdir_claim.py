@@ -34,6 +34,8 @@ def config_differences(old: dict, new: dict, harmless: tuple[str, ...] = ()) -> 
   out = []
   for key in sorted(set(old) | set(new)):
     a, b = old.get(key, missing), new.get(key, missing)
+    if a is missing and (b is None or b is False):  # a key added since the run started, not set or off: as before
+      continue
     if a != b and key not in HARMLESS + harmless:
       show = lambda v: "(absent)" if v is missing else json.dumps(v)
       out.append(f"{key}: {show(a)} -> {show(b)}")

@@ -14,6 +14,8 @@ import numpy as np
 import scipy.fft
 from PIL import Image
 
+from fractalpre import util
+
 
 # ----------------------------------------------------------------------------------------- input
 def to_uint8(image) -> tuple[np.ndarray, str]:
@@ -34,20 +36,16 @@ def to_uint8(image) -> tuple[np.ndarray, str]:
     return image, "; ".join(notes)
   if image.dtype.kind not in "uif":
     raise ValueError(f"image values must be numbers (uint8, integers in [0, 255] or floats), got dtype {image.dtype}")
-  if image.dtype.kind == "f" and not np.isfinite(image).all():
-    raise ValueError("the image has NaN or infinite values")
-  lo, hi = image.min(), image.max()
   if image.dtype.kind in "ui":
+    lo, hi = image.min(), image.max()
     if lo < 0 or hi > 255:
       raise ValueError(f"integer image values must be in [0, 255], got [{lo}, {hi}] (scale wider images to 8 "
                        "bits first)")
     notes.append(f"{image.dtype} cast to uint8")
     return image.astype(np.uint8), "; ".join(notes)
-  if lo < 0 or hi > 255:
-    raise ValueError(f"float image values must be in [0, 1] or [0, 255], got [{lo:g}, {hi:g}]")
-  scale = 255.0 if hi <= 1 else 1.0
-  notes.append(f"{image.dtype} in [0, {1 if hi <= 1 else 255}] {'scaled' if hi <= 1 else 'rounded'} to 8-bit")
-  return np.clip(np.round(image.astype(np.float64) * scale), 0, 255).astype(np.uint8), "; ".join(notes)
+  image, note = util.float_to_uint8(image)
+  notes.append(note)
+  return image, "; ".join(notes)
 
 
 def _checked(image) -> np.ndarray:

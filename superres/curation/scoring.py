@@ -16,12 +16,10 @@ import os
 import select
 import threading
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from fractalpre import util
@@ -35,54 +33,18 @@ DEFAULT_MAX_PIXELS = 200_000_000
 SAVE_EVERY = 200
 
 
-class Unreadable(Exception):
-  """A file that yields a row with an error instead of scores."""
+Unreadable = util.UnreadableImage  # a file that yields a row with an error instead of scores
 
 
 def load_rgb(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, dict]:
   """(RGB uint8 array, {format, quantization, note}) of the first frame, or Unreadable."""
-  if path.stat().st_size == 0:
-    raise Unreadable("empty file")
-  try:
-    with warnings.catch_warnings():
-      warnings.simplefilter("error", Image.DecompressionBombWarning)
-      im = Image.open(path)
-      if im.width * im.height > max_pixels:
-        raise Unreadable(f"{im.width}x{im.height} is over the pixel limit of {max_pixels}")
-      notes = []
-      frames = getattr(im, "n_frames", 1)
-      if frames > 1:
-        notes.append(f"animated: first of {frames} frames")
-      im.load()
-      fmt, quantization = im.format, getattr(im, "quantization", None)  # before any conversion drops them
-  except Unreadable:
-    raise
-  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-    raise Unreadable(f"decompression bomb: {e}") from None
-  except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for unknown, damaged, truncated files
-    raise Unreadable(f"not a readable image: {e}") from None
-  mode = im.mode
-  if mode == "CMYK":
-    notes.append("CMYK converted to RGB")
-  elif mode in ("I;16", "I;16B", "I;16L", "I"):
-    notes.append("16-bit scaled to 8-bit")
-    wide = np.asarray(im, np.float64)
-    im = Image.fromarray(np.clip(wide / (65535.0 if wide.max() > 255 else 255.0) * 255 + 0.5, 0, 255).astype(np.uint8))
-  elif mode == "F":
-    try:
-      converted, note = metrics.to_uint8(np.asarray(im))
-    except ValueError as e:
-      raise Unreadable(f"32-bit float image: {e}") from None
-    notes.append(f"32-bit float: {note}")
-    im = Image.fromarray(converted)
-  elif mode in ("P", "PA"):
-    notes.append("palette converted to RGB")
-  elif mode in ("L", "1", "LA"):
-    notes.append("grayscale")
-  if "A" in im.mode or (mode == "P" and "transparency" in im.info):
-    notes.append("alpha dropped")
-  rgb = np.asarray(im.convert("RGB"))
-  return rgb, {"format": fmt, "quantization": quantization, "note": "; ".join(notes)}
+  pixels, info = util.read_image(path, max_pixels)
+  notes = info.pop("notes")
+  if pixels.ndim == 2:
+    if not any("16-bit" in n or "float" in n for n in notes):  # those notes say it already
+      notes.append("grayscale")
+    pixels = np.repeat(pixels[..., None], 3, axis=-1)
+  return pixels, {**info, "note": "; ".join(notes)}
 
 
 def score_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS, segmenter=None) -> dict:
