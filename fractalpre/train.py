@@ -8,7 +8,7 @@ import sys
 import jax
 
 from fractalpre import util
-from fractalpre.training import NonFiniteLoss, train_and_evaluate
+from fractalpre.training import Interrupted, NonFiniteLoss, train_and_evaluate
 from fractalpre.training.config_files import config_path, config_spec, unknown_override
 from fractalpre.util import cpu_allocator
 
@@ -35,7 +35,7 @@ def _parse_flags(argv: list[str], prog: str):
 def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[str] | None = None):
   """The command line of a trainer: `--config FILE[:arg] --workdir DIR [--restart] [--distributed]
   [--config.k=v]`. A user's mistake (bad flag, config, value, folder) is one line and exit 2; a diverged
-  run is one line and exit 1; anything else is a bug and keeps its traceback."""
+  run is one line and exit 1, Ctrl-C one line and exit 130; anything else is a bug and keeps its traceback."""
   from absl import flags
   from absl import logging as absl_logging
   from ml_collections import config_flags
@@ -60,6 +60,9 @@ def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[
   except NonFiniteLoss as e:
     print(f"{prog}: error: {e}", file=sys.stderr)
     raise SystemExit(1) from None
+  except Interrupted as e:
+    print(f"{prog}: {e}", file=sys.stderr)
+    raise SystemExit(130) from None
   if jax.process_index() == 0:
     print(" ".join(f"{k}={v:.4f}" if v is not None else f"{k}=null" for k, v in metrics.items()))
   if hint:

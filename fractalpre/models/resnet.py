@@ -10,6 +10,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fractalpre.models.vit import DropPath
+
 VARIANTS = {"18": dict(stages=(2, 2, 2, 2), bottleneck=False), "50": dict(stages=(3, 4, 6, 3), bottleneck=True)}
 
 
@@ -22,6 +24,7 @@ class Block(nn.Module):
   strides: int
   bottleneck: bool
   dtype: jnp.dtype = jnp.float32
+  drop_path: float = 0.0
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -37,7 +40,7 @@ class Block(nn.Module):
       y = norm(scale_init=nn.initializers.zeros)(conv(out_filters, 3)(y))
     if x.shape[-1] != out_filters or self.strides != 1:
       x = norm()(conv(out_filters, 1, self.strides)(x))
-    return nn.relu(x + y)
+    return nn.relu(x + DropPath(self.drop_path)(y, train))
 
 
 class ResNet(nn.Module):
@@ -45,6 +48,7 @@ class ResNet(nn.Module):
   stages: tuple = (2, 2, 2, 2)
   bottleneck: bool = False
   dtype: jnp.dtype = jnp.float32
+  drop_path: float = 0.0  # stochastic depth, rising linearly over the blocks to this rate (timm's ResNet)
 
   @nn.compact
   def __call__(self, images, train: bool = False):
@@ -55,8 +59,11 @@ class ResNet(nn.Module):
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=jnp.float32)(x))
     if not small:
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
+    total, index = sum(self.stages), 0
     for i, blocks in enumerate(self.stages):
       for j in range(blocks):
-        x = Block(64 * 2**i, 2 if (j == 0 and i > 0) else 1, self.bottleneck, self.dtype)(x, train)
+        rate = self.drop_path * index / max(total - 1, 1)
+        x = Block(64 * 2**i, 2 if (j == 0 and i > 0) else 1, self.bottleneck, self.dtype, rate)(x, train)
+        index += 1
     x = x.mean(axis=(1, 2))
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=jnp.float32, name="head")(x)

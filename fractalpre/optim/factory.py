@@ -3,6 +3,8 @@ IVON, with warm-up + cosine or step decay, weight decay on matrices only, clippi
 (linear probing) and muP's per-parameter update scales."""
 from __future__ import annotations
 
+import math
+
 import jax
 import ml_collections
 import optax
@@ -48,6 +50,8 @@ def make(cfg: ml_collections.ConfigDict, total_steps: int, trainable=None, updat
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
   if transport is not None and (name != "lion" or trainable is not None or update_scales is not None):
     raise ValueError("lion.comm needs optim.optimizer=lion and supports neither linear_probe nor mup")
+  if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr >= 0):
+    raise ValueError(f"optim.lr must be a finite number >= 0, got {cfg.lr!r}")
   lr = schedule(cfg, total_steps)
   wd = cfg.get("weight_decay", 0.0)
   mu_dtype = cfg.get("mu_dtype") or None  # "bfloat16": the first moment in bf16 (adamw, lion)

@@ -1,8 +1,11 @@
 """Orbax checkpoints of the train state plus the input iterator's state, with fallback on damage."""
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
+import sys
 from pathlib import Path
 
 import jax
@@ -55,6 +58,10 @@ class Checkpoints:
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
+  def latest_step(self) -> int | None:
+    """The newest saved step (None before the first save)."""
+    return self.manager.latest_step()
+
   def close(self) -> None:
     self.manager.close()
 
@@ -77,12 +84,39 @@ def load_state(path: str | Path) -> dict:
 
 def newest_loadable(manager: ocp.CheckpointManager, args, on_damage) -> tuple[int, dict] | None:
   """(step, restored items) of the manager's newest checkpoint that restores with `args`, trying older ones
-  in turn; `on_damage(step) -> what was done with it` for each that does not. None when none loads."""
-  for step in sorted(manager.all_steps(), reverse=True):
-    try:
-      return step, manager.restore(step, args=args)
-    except Exception as e:  # orbax raises many types for damaged files
-      where = on_damage(step)
-      logging.warning("checkpoint at step %d could not be restored (%s: %s); %s and trying the previous one",
-                      step, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "", where)
+  in turn; `on_damage(step) -> what was done with it` for each that does not, reported in one line (process
+  0). None when none loads."""
+  with _quiet_restore_errors():
+    for step in sorted(manager.all_steps(), reverse=True):
+      try:
+        return step, manager.restore(step, args=args)
+      except Exception as e:  # orbax raises many types for damaged files
+        where = on_damage(step)
+        if jax.process_index() == 0:
+          print(f"checkpoint at step {step} could not be restored ({_reason(e)}); {where} and trying the "
+                "previous one", file=sys.stderr, flush=True)
   return None
+
+
+def _reason(error: Exception) -> str:
+  """An orbax / TensorStore error in a few words (their messages run to kilobytes of spec dumps)."""
+  text = " ".join(str(error).split()) or type(error).__name__
+  text = text.split(" See full TensorStore details")[0].split(": (slice(")[0]
+  return text if len(text) <= 100 else text[:97] + "..."
+
+
+@contextlib.contextmanager
+def _quiet_restore_errors():
+  """A failed TensorStore read leaves callbacks that fire into closed event loops and tasks whose errors
+  nobody retrieves: Python reports each with a traceback and a spec dump, hundreds per damaged checkpoint.
+  Within a restore they say nothing that the one-line report does not."""
+  hook, asyncio_log = sys.unraisablehook, logging.getLogger("asyncio")
+  level = asyncio_log.level
+  sys.unraisablehook = lambda unraisable: None
+  asyncio_log.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    gc.collect()  # let the leftover callbacks and tasks go while they are still silenced
+    sys.unraisablehook = hook
+    asyncio_log.setLevel(level)

@@ -3,6 +3,7 @@
 Bayesian model averaging over IVON's weight samples)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
@@ -13,14 +14,24 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from fractalpre import optim, util
+from fractalpre import models, optim, util
 from fractalpre.data import augment, device_pipeline, host_pipeline, registry
-from fractalpre.models import get_model
+from fractalpre.data.preprocessing import AugmentSettings
+from fractalpre.models import get_model, vit
 from fractalpre.training import classification_scores, trainer
 
 
 def model_from_config(config, num_classes: int):
+  """The config's model; a ViT whose patch size does not divide image_size is refused (its patch embedding
+  would silently drop the last rows and columns)."""
   kwargs = {k: v for k, v in config.model.items() if k != "name"}
+  if config.model.name in models.VIT:
+    patch = kwargs.get("patch", vit.VARIANTS[models.VIT[config.model.name]]["patch"])
+    if config.image_size % patch:
+      raise ValueError(f"image_size {config.image_size} is not a multiple of {config.model.name}'s patch size "
+                       f"{patch} (the last {config.image_size % patch} pixel rows and columns would never be seen); "
+                       f"use {config.image_size - config.image_size % patch} or "
+                       f"{config.image_size - config.image_size % patch + patch}")
   if trainer.mup_base_width(config):
     kwargs["mup_base_width"] = trainer.mup_base_width(config)
   return get_model(config.model.name, num_classes, config.get("precision", "fp32"), **kwargs)
@@ -64,7 +75,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   """Trains a classifier (resuming from the workdir's newest good checkpoint); returns the final metrics."""
   mesh = trainer.make_mesh()
   batch_sharding = NamedSharding(mesh, P("data"))
-  trainer.check_batch(config)
+  trainer.check_config(config)
 
   with util.usage_errors():  # reading the config: a ValueError here is a bad setting
     source = registry.get_source(config.data, "train")
@@ -75,9 +86,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     trainable = (lambda path: path.startswith("['head']")) if config.get("linear_probe") else None
     model = model_from_config(config, source.num_classes)
     on = augment_on(config.data)
+    settings = AugmentSettings.from_config(config.data.augment)
   if on == "device":
     data = device_pipeline.make(source, mesh, config.batch_size, config.seed, config.data)
-    augment_batch = augment.DeviceAugment.from_config(config.data.augment, config.image_size, source.num_classes)
+    augment_batch = augment.DeviceAugment(config.image_size, source.num_classes, **dataclasses.asdict(settings))
     key = augment_key(config.seed)
 
     def input_fn(step, inputs):

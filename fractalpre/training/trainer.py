@@ -25,7 +25,11 @@ from fractalpre.training import workdir_claim
 
 
 class NonFiniteLoss(RuntimeError):
-  pass
+  """The loss became NaN or infinite: the run stops (the command line: one line, exit 1)."""
+
+
+class Interrupted(Exception):
+  """Ctrl-C stopped the run after the pending saves finished (the command line: one line, exit 130)."""
 
 
 def make_mesh() -> jax.sharding.Mesh:
@@ -40,7 +44,9 @@ def init_state(config, model, tx, rng, input_shape: tuple[int, ...]):
   variables = model.init({"params": rng}, jnp.zeros(input_shape), train=False)
   params = variables["params"]
   if config.get("init_from"):
-    params = init_from.merge_pretrained(params, checkpoints.load_state(config.init_from)["params"])
+    source = f"init_from {config.init_from} ({init_from.checkpoint_model(config.init_from)})"
+    params = init_from.merge_pretrained(params, checkpoints.load_state(config.init_from)["params"],
+                                        config.model.name, source)
   # fp8 amax histories and scales live beside the parameters, outside the optimizer: each step
   # overwrites them with the values its forward/backward pass computed.
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "batch_stats": variables.get("batch_stats", {}),
@@ -175,10 +181,18 @@ def device_input_step(train_step, input_fn, batch_sharding):
   return lambda state, inputs: train_step(state, make_batch(state["step"], inputs))
 
 
-def check_batch(config) -> None:
+def check_config(config) -> None:
+  """The loop's settings, refused in one line naming the key, the value and what is allowed, before any
+  work: a zero interval would divide by zero after compiling, and keep_checkpoints=0 would delete them all."""
+  at_least = {"total_steps": 1, "batch_size": 1, "log_every": 1, "checkpoint_every": 1, "keep_checkpoints": 1,
+              "eval_every": 0}
+  for key, low in at_least.items():
+    value = config.get(key, low)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      raise util.UsageError(f"{key} must be an integer >= {low}, got {value!r}")
   if config.batch_size % jax.device_count():
     raise util.UsageError(f"batch_size must be divisible by the {jax.device_count()} devices, "
-                            f"got {config.batch_size}")
+                          f"got {config.batch_size}")
 
 
 def fit(config, workdir, state, train_step, data, evaluate=None, progress: bool = True,
@@ -234,14 +248,20 @@ def _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
     nonlocal checked
     if not bool(finite):
       where = f"at step {step}" if checked + 1 == step else f"between steps {checked + 1} and {step}"
-      raise NonFiniteLoss(f"the loss became non-finite {where}; stopping. The last good checkpoint is kept in "
-                          f"{workdir / 'checkpoints'} (lower optim.lr or set optim.grad_clip_norm)")
+      ckpt.wait()
+      kept = ckpt.latest_step()
+      kept = f"the last good checkpoint, step {kept}, is kept" if kept else "no checkpoint was saved before it"
+      raise NonFiniteLoss(f"the loss became non-finite {where}; stopping ({kept}). To retry with a lower "
+                          "optim.lr or an optim.grad_clip_norm, run the same command with the new value and "
+                          "--restart (this run is moved aside, not deleted)")
     checked = step
 
+  done, interrupted = start, False
   try:
     inputs = data.host_batch() if start < config.total_steps else None
     for step in range(start + 1, config.total_steps + 1):
       state, metrics = train_step(state, inputs)
+      done = step
       finite = _still_finite(finite, metrics["loss"])
       bar.update(config.batch_size)
       logged = step % config.log_every == 0 or step == config.total_steps
@@ -265,9 +285,16 @@ def _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
         final.update(record)
       if saved:
         ckpt.save(step, state, data_state)
+  except KeyboardInterrupt:
+    interrupted = True
   finally:
     bar.close()
     ckpt.wait()
+    last = ckpt.latest_step()
     ckpt.close()
     writer.close()
+  if interrupted:
+    resumes = f"the last checkpoint is step {last}" if last else "no checkpoint was saved yet"
+    raise Interrupted(f"interrupted at step {done}; {resumes}; the same command "
+                      f"{'resumes' if last else 'starts over'}")
   return final

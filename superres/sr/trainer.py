@@ -44,7 +44,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   """Trains (resuming from the workdir's newest good checkpoint); returns the final metrics, with
   eval_psnr / eval_ssim (and the bicubic baseline's) when `eval_every` is set."""
   mesh = trainer.make_mesh()
-  trainer.check_batch(config)
+  trainer.check_config(config)
   with util.usage_errors():  # reading the config: a missing folder or manifest, a bad kind, is one line
     source = data.get_source(config.data)
     train_iter = data.train_iterator(source, config.data, config.scale, config.lr_patch, config.batch_size,

@@ -86,31 +86,35 @@ def _damage(step_folder):
   victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
 
 
-def test_damaged_checkpoints_are_moved_aside_and_the_run_saves_again(tmp_path, caplog):
+def test_damaged_checkpoints_are_moved_aside_and_the_run_saves_again(tmp_path, capfd):
   config = lambda: tiny_config(total_steps=6, checkpoint_every=2)
   reference = tmp_path / "reference"
   classification.train_and_evaluate(config(), reference, progress=False)
   final_params = checkpoints.load_state(reference)["params"]
 
   def assert_final_checkpoint_saved():
-    caplog.clear()
+    capfd.readouterr()
     jax.tree.map(np.testing.assert_array_equal, checkpoints.load_state(run)["params"], final_params)
-    assert "could not be restored" not in caplog.text  # step 6 itself loaded
+    assert "could not be restored" not in capfd.readouterr().err  # step 6 itself loaded
     assert metric_writer.read(run) == metric_writer.read(reference)
 
   run = tmp_path / "run"
   classification.train_and_evaluate(config(), run, progress=False)
-  # Only the newest damaged: resume from step 4, and step 6 is saved again.
+  # Only the newest damaged: resume from step 4, and step 6 is saved again; one line about it, no tracebacks
   _damage(run / "checkpoints" / "6")
+  capfd.readouterr()
   classification.train_and_evaluate(config(), run, progress=False)
-  assert "checkpoint at step 6 could not be restored" in caplog.text
-  assert f"moved it to {run / 'damaged_checkpoints' / '6'}" in caplog.text
+  err = capfd.readouterr().err.strip().splitlines()
+  assert err[0].startswith("checkpoint at step 6 could not be restored (") and len(err[0]) < 400
+  assert err[0].endswith(f"moved it to {run / 'damaged_checkpoints' / '6'} and trying the previous one")
+  assert err[1:] == [f"resumed from step 4 in {run / 'checkpoints'}"], err
   assert_final_checkpoint_saved()
-  # Every checkpoint damaged: three warnings, a fresh start, and the final checkpoint on disk again.
+  # Every checkpoint damaged: three one-line reports, a fresh start, and the final checkpoint on disk again.
   for step in (2, 4, 6):
     _damage(run / "checkpoints" / str(step))
   classification.train_and_evaluate(config(), run, progress=False)
-  assert caplog.text.count("could not be restored") == 3
+  err = capfd.readouterr().err.strip().splitlines()
+  assert [line.split(" could not")[0] for line in err] == [f"checkpoint at step {s}" for s in (6, 4, 2)], err
   assert sorted(p.name for p in (run / "damaged_checkpoints").iterdir()) == ["2", "4", "6", "6.1"]
   assert_final_checkpoint_saved()
 
