@@ -3,12 +3,13 @@
 is `fractalpre.training.train_and_evaluate`, which tests call directly."""
 from __future__ import annotations
 
+import os
 import sys
 
 import jax
 
 from fractalpre import util
-from fractalpre.training import Interrupted, NonFiniteLoss, train_and_evaluate
+from fractalpre.training import Interrupted, NonFiniteLoss, OutOfSpace, train_and_evaluate
 from fractalpre.training.config_files import config_path, config_spec, unknown_override
 from fractalpre.util import cpu_allocator
 
@@ -63,6 +64,12 @@ def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[
   except Interrupted as e:
     print(f"{prog}: {e}", file=sys.stderr)
     raise SystemExit(130) from None
+  except KeyboardInterrupt:  # before the loop (rendering, compiling) or a second Ctrl-C
+    print(f"{prog}: interrupted; the same command resumes from the last checkpoint, if any", file=sys.stderr)
+    raise SystemExit(130) from None
+  except OutOfSpace as e:
+    print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
+    os._exit(1)  # orbax's writer threads would each print their failure again while Python shuts down
   if jax.process_index() == 0:
     print(" ".join(f"{k}={v:.4f}" if v is not None else f"{k}=null" for k, v in metrics.items()))
   if hint:

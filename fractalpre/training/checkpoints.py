@@ -11,6 +11,7 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
+from fractalpre import util
 from fractalpre.util import UsageError
 
 
@@ -103,6 +104,32 @@ def _reason(error: Exception) -> str:
   text = " ".join(str(error).split()) or type(error).__name__
   text = text.split(" See full TensorStore details")[0].split(": (slice(")[0]
   return text if len(text) <= 100 else text[:97] + "..."
+
+
+@contextlib.contextmanager
+def quiet_write_failures():
+  """When a save runs out of space, orbax's writer threads each log the error with a traceback and a spec
+  dump, and their callbacks fire into closed event loops: hundreds of lines that the trainer's one-line
+  report (OutOfSpace) says better. Other errors are reported as usual."""
+  def noise(error) -> bool:
+    return util.is_out_of_space(error) or (isinstance(error, RuntimeError) and "Event loop is closed" in str(error))
+
+  class Filter(logging.Filter):
+    def filter(self, record):
+      text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+      return not (record.levelno >= logging.ERROR and (util.is_out_of_space(text) or "Event loop is closed" in text))
+
+  hook, log_filter, loggers = sys.unraisablehook, Filter(), [logging.getLogger(), logging.getLogger("absl"),
+                                                               logging.getLogger("asyncio")]
+  sys.unraisablehook = lambda u: None if noise(u.exc_value) else hook(u)
+  for logger in loggers:
+    logger.addFilter(log_filter)
+  try:
+    yield
+  finally:
+    sys.unraisablehook = hook
+    for logger in loggers:
+      logger.removeFilter(log_filter)
 
 
 @contextlib.contextmanager

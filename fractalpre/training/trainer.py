@@ -8,7 +8,9 @@ their data and an evaluation, and call `build` and `fit`.
 """
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import jax
@@ -30,6 +32,11 @@ class NonFiniteLoss(RuntimeError):
 
 class Interrupted(Exception):
   """Ctrl-C stopped the run after the pending saves finished (the command line: one line, exit 130)."""
+
+
+class OutOfSpace(RuntimeError):
+  """The disk (or a quota, or a file-size limit) ran out while saving: the command line says so in one line,
+  naming the folder, its free space and the last good checkpoint; exit 1."""
 
 
 def make_mesh() -> jax.sharding.Mesh:
@@ -207,10 +214,33 @@ def fit(config, workdir, state, train_step, data, evaluate=None, progress: bool 
   workdir = Path(workdir)
   lock = workdir_claim.claim(workdir, config, restart, harmless)
   try:
-    return _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
+    with checkpoints.quiet_write_failures():
+      return _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
   finally:
     if lock is not None:
       lock.release()
+
+
+class _StopRequest:
+  """Ctrl-C (SIGINT) during the loop asks it to stop after the current step, so that no library is
+  interrupted half-way (orbax's writer can deadlock on a KeyboardInterrupt raised inside it). A second
+  Ctrl-C interrupts at once. Only the main thread can own the handler; elsewhere nothing changes."""
+
+  def __init__(self):
+    self.requested, self.previous = False, None
+
+  def _handle(self, signum, frame):
+    self.requested = True
+    signal.signal(signal.SIGINT, self.previous)  # a second Ctrl-C: the default KeyboardInterrupt
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self.previous = signal.signal(signal.SIGINT, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    if self.previous is not None:
+      signal.signal(signal.SIGINT, self.previous)
 
 
 @jax.jit
@@ -256,10 +286,14 @@ def _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
                           "--restart (this run is moved aside, not deleted)")
     checked = step
 
-  done, interrupted = start, False
+  done, interrupted, out_of_space = start, False, None
+  stop = _StopRequest().__enter__()
   try:
     inputs = data.host_batch() if start < config.total_steps else None
     for step in range(start + 1, config.total_steps + 1):
+      if stop.requested:
+        interrupted = True
+        break
       state, metrics = train_step(state, inputs)
       done = step
       finite = _still_finite(finite, metrics["loss"])
@@ -287,12 +321,28 @@ def _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
         ckpt.save(step, state, data_state)
   except KeyboardInterrupt:
     interrupted = True
+  except Exception as e:
+    if not util.is_out_of_space(e):
+      raise
+    out_of_space = e
   finally:
+    stop.__exit__()
     bar.close()
-    ckpt.wait()
-    last = ckpt.latest_step()
-    ckpt.close()
-    writer.close()
+    last = None
+    for finish in (ckpt.wait, "latest", ckpt.close, writer.close):  # each, even when an earlier one fails
+      try:
+        if finish == "latest":
+          last = ckpt.latest_step()  # before close: a closed manager no longer answers
+        else:
+          finish()
+      except Exception as e:
+        if not util.is_out_of_space(e):
+          raise
+        out_of_space = out_of_space or e
+  if out_of_space is not None:
+    kept = f"the last good checkpoint is step {last}" if last else "no checkpoint was saved"
+    raise OutOfSpace(f"no space left writing to {workdir} ({util.free_space(workdir)}; or a quota or file-size "
+                     f"limit); stopped at step {done}, {kept}; free some space and run the same command to resume")
   if interrupted:
     resumes = f"the last checkpoint is step {last}" if last else "no checkpoint was saved yet"
     raise Interrupted(f"interrupted at step {done}; {resumes}; the same command "

@@ -130,3 +130,36 @@ class FolderLock:
 
   def __exit__(self, *exc) -> None:
     self.release()
+
+
+# errno values of a full disk, a full quota and a file-size limit; TensorStore reports them in its messages
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_NO_SPACE_TEXT = tuple(f"os_error_code='{code}'" for code in _NO_SPACE) + ("No space left on device",
+                                                                            "File too large", "Disk quota exceeded")
+
+
+def is_out_of_space(error: BaseException | str | None) -> bool:
+  """Whether an error (or any error in its chain, or a log message) says the disk, a quota or a file-size
+  limit ran out; TensorStore (orbax) and Python report it differently."""
+  seen = set()
+  while isinstance(error, BaseException) and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in _NO_SPACE:
+      return True
+    if any(text in str(error) for text in _NO_SPACE_TEXT):
+      return True
+    error = error.__cause__ or error.__context__
+  return isinstance(error, str) and any(text in error for text in _NO_SPACE_TEXT)
+
+
+def free_space(folder: str | os.PathLike) -> str:
+  """The free space on a folder's disk, for messages ('1.2 GB free', or 'free space unknown')."""
+  import shutil
+  try:
+    free = shutil.disk_usage(folder).free
+  except OSError:
+    return "free space unknown"
+  for unit in ("B", "KB", "MB", "GB", "TB"):
+    if free < 1000 or unit == "TB":
+      return f"{free:.0f} {unit} free" if unit == "B" else f"{free:.1f} {unit} free"
+    free /= 1000

@@ -1,6 +1,7 @@
 """A user's settings are refused in one line naming the key, the value and what is allowed, before any
 work; every documented model trains from the pretraining configs; Ctrl-C stops with one line."""
 import math
+import re
 import os
 import signal
 import subprocess
@@ -104,10 +105,38 @@ def test_ctrl_c_stops_with_one_line_and_the_same_command_resumes(tmp_path):
   lines = [l for l in err.strip().splitlines() if not l.startswith("w:")]  # the progress bar's last state
   assert run.returncode == 130, err[-3000:]
   assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
-  step, saved = map(int, __import__("re").fullmatch(
+  step, saved = map(int, re.fullmatch(
       r"fractalpre.train: interrupted at step (\d+); the last checkpoint is step (\d+); the same command resumes",
       lines[0]).groups())
   assert saved >= 4 and saved <= step
   again = subprocess.run(argv[:-3] + ["--config.total_steps=" + str(saved + 1), "--config.checkpoint_every=2",
                                       "--config.tensorboard=False"], capture_output=True, text=True, env=env)
   assert again.returncode == 0 and f"resumed from step {saved}" in again.stderr, again.stderr[-2000:]
+
+
+def _limited(bytes_per_file):
+  """A child process whose files may not grow past `bytes_per_file` (RLIMIT_FSIZE, with SIGXFSZ ignored so
+  writes fail with EFBIG): a full disk, simulated without mounting one."""
+  import resource
+
+  def limit():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (bytes_per_file, bytes_per_file))
+  return limit
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_the_last_good_checkpoint_resumes(tmp_path):
+  argv = lambda steps: [sys.executable, "-m", "fractalpre.train", "--config", "pretrain_1pfrac_vit:runlocal",
+                        "--workdir", str(tmp_path / "w"), f"--config.total_steps={steps}",
+                        "--config.checkpoint_every=2", "--config.tensorboard=False"]
+  env = {**os.environ, "FRACTALPRE_TCMALLOC": "0"}
+  assert subprocess.run(argv(4), capture_output=True, env=env).returncode == 0
+  full = subprocess.run(argv(8), capture_output=True, text=True, env=env, preexec_fn=_limited(60_000))
+  lines = [l for l in full.stderr.strip().splitlines() if l and not l.startswith(("w:", "resumed from"))]
+  assert full.returncode == 1 and len(lines) == 1, full.stderr[-3000:]
+  assert re.fullmatch(rf"fractalpre.train: error: no space left writing to {tmp_path / 'w'} \(.* free; or a quota "
+                      r"or file-size limit\); stopped at step \d+, the last good checkpoint is step 4; free some "
+                      r"space and run the same command to resume", lines[0]), lines[0]
+  again = subprocess.run(argv(8), capture_output=True, text=True, env=env)
+  assert again.returncode == 0 and "resumed from step 4" in again.stderr, again.stderr[-2000:]
+  assert (tmp_path / "w" / "checkpoints" / "8").is_dir()
