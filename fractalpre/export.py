@@ -143,11 +143,20 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "timm") -> tuple[
   config_path = Path(checkpoint) / workdir_claim.CONFIG
   if not config_path.is_file():
     raise util.UsageError(f"--checkpoint {checkpoint} holds no {workdir_claim.CONFIG} (give a training workdir)")
-  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  try:
+    config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    config.model.name, config.image_size  # what `convert` needs first
+  except (OSError, ValueError, AttributeError, KeyError) as e:
+    reason = " ".join(str(e).split())[:80] or type(e).__name__
+    raise util.UsageError(f"--checkpoint {checkpoint}: {workdir_claim.CONFIG} cannot be read ({reason}); it is "
+                          "the training run's record of its model: restore it, or export another run") from None
   state = checkpoints.load_state(checkpoint)
   tensors, hub = convert(config, flax.core.unfreeze(state["params"]), flax.core.unfreeze(state["batch_stats"] or {}))
   out.parent.mkdir(parents=True, exist_ok=True)
-  util.write_atomic(out, save(tensors, metadata={"format": "pt"}))
   meta = out.with_suffix(".json")
+  # One unit: the old config goes first, so a kill between the renames leaves new weights without a config
+  # (export again), never beside another model's config.
+  meta.unlink(missing_ok=True)
+  util.write_atomic(out, save(tensors, metadata={"format": "pt"}))
   util.write_atomic(meta, json.dumps(hub, indent=1) + "\n")
   return out, meta

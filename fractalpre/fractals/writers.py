@@ -45,15 +45,20 @@ def parse_shard(spec: str) -> tuple[int, int]:
   return i, n
 
 
-def manifest(ds, test_instances: int = 0) -> dict:
-  """Everything that determines the dataset's bytes, plus each class's IFS (resolving every class)."""
+def manifest(ds, test_instances: int = 0, fmt: str = "png", shards: int = 1) -> dict:
+  """Everything that determines the dataset's bytes, plus each class's IFS (resolving every class), and how
+  the folder is laid out: its format and shard count (every writer into it must use the same)."""
   classes = []
   for first in range(0, ds.num_classes, 1024):
     ids = range(first, min(first + 1024, ds.num_classes))
     ds.resolve(ids)
     classes += [ds.class_system(c).to_json() for c in ids]
   params = {**ds.params(), **({"test_instances": test_instances} if test_instances else {})}
-  return {"fractalpre_version": fractalpre.__version__, "params": params, "classes": classes}
+  return {"fractalpre_version": fractalpre.__version__, "params": params, "classes": classes, "format": fmt,
+          "shards": shards}
+
+
+LAYOUT = ("format", "shards")  # manifests written before these were recorded lack them: taken as matching
 
 
 def _read_json(path: Path):
@@ -70,7 +75,16 @@ def check_output(out: Path, expected: dict) -> None:
   complete and equals this dataset's."""
   util.check_folder(out, "--out")
   if (out / MANIFEST).exists():
-    if _read_json(out / MANIFEST) != expected:
+    found = _read_json(out / MANIFEST)
+    if not isinstance(found, dict):
+      raise ExportError(f"--out {out}: its {MANIFEST} cannot be read; choose another folder")
+    layout = [k for k in LAYOUT if k in found and found[k] != expected[k]]
+    if layout:
+      raise ExportError(f"--out {out} holds a dataset written with --format {found['format']} in {found['shards']} "
+                        f"shards; this run asks for --format {expected['format']} in {expected['shards']} shards: "
+                        "use the same format and shard count, or another folder")
+    strip = lambda spec: {k: v for k, v in spec.items() if k not in LAYOUT}
+    if strip(found) != strip(expected):
       raise ExportError(f"--out {out} holds a dataset with a different manifest; choose another folder")
   elif out.exists():
     ours = _read_json(util.temporary_name(out / MANIFEST)) == expected
@@ -205,7 +219,7 @@ def write_dataset(ds, out: str | os.PathLike, fmt: str = "png", shard: tuple[int
     raise ExportError(f"--format must be one of {FORMATS}, got {fmt!r}")
   out = Path(out)
   splits = {"train": ds, **({"test": ds.held_out(test_instances)} if test_instances else {})}
-  spec = manifest(ds, test_instances)
+  spec = manifest(ds, test_instances, fmt, shard[1])
   check_output(out, spec)
   writers = [(ImageFolderWriter if fmt == "png" else TfdsWriter)(out, splits, split, workers) for split in splits]
   out.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,14 @@ def tree(root: Path) -> dict:
   return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def data_tree(root: Path) -> dict:
+  """tree() with the manifest's record of the shard count left out: the data itself must not depend on it."""
+  files = tree(root)
+  manifest = json.loads(files.pop("manifest.json"))
+  assert manifest.pop("shards") >= 1
+  return {**files, "manifest.json": manifest}
+
+
 def test_png_folder_layout_manifest_and_pixels(tmp_path):
   assert cli.main(["generate", *ARGS, "--instances", "2", "--out", str(tmp_path / "d")]) == 0
   out = tmp_path / "d"
@@ -44,7 +52,7 @@ def test_shards_and_worker_counts_give_the_same_bytes(tmp_path):
     if i == 0:
       first = tree(tmp_path / "sharded")
       assert 1 < len(first) < 601  # shard 0 wrote only its chunks
-  assert tree(tmp_path / "whole") == tree(tmp_path / "sharded")
+  assert data_tree(tmp_path / "whole") == data_tree(tmp_path / "sharded")
   assert len(tree(tmp_path / "whole")) == 601
 
 
@@ -147,15 +155,15 @@ def test_two_writers_of_one_shard_the_loser_says_what_happened(tmp_path, capsys)
   from fractalpre import util
   out = tmp_path / "d"
   out.mkdir()
-  with util.FolderLock(out, "test", "shard-0-of-1"):
-    assert cli.main(["generate", *ARGS, "--out", str(out)]) == 2
+  with util.FolderLock(out, "test", "shard-0-of-2"):
+    assert cli.main(["generate", *ARGS, "--out", str(out), "--shard", "0/2"]) == 2
     assert re.fullmatch(rf"fractalpre generate: error: {out} is in use by another fractalpre generate of shard "
-                        rf"0/1 \(pid {__import__('os').getpid()}, holding .shard-0-of-1.lock\); wait for it to "
+                        rf"0/2 \(pid {__import__('os').getpid()}, holding .shard-0-of-2.lock\); wait for it to "
                         r"finish or use another folder\n", capsys.readouterr().err)
     assert cli.main(["generate", *ARGS, "--out", str(out), "--shard", "1/2"]) == 0  # another shard may run
-  assert cli.main(["generate", *ARGS, "--out", str(out)]) == 0
+  assert cli.main(["generate", *ARGS, "--out", str(out), "--shard", "0/2"]) == 0
   assert cli.main(["generate", *ARGS, "--out", str(tmp_path / "whole")]) == 0
-  assert tree(out) == tree(tmp_path / "whole")  # and no lock file is left behind
+  assert data_tree(out) == data_tree(tmp_path / "whole")  # and no lock file is left behind
 
 
 def test_a_failed_manifest_write_does_not_lock_the_folder(tmp_path, capsys):
@@ -190,3 +198,18 @@ def test_tfds_output_is_byte_identical_across_processes(tmp_path):
                     "--out", str(out)], check=True, env={**__import__("os").environ, "PYTHONHASHSEED": hash_seed})
     digests.append({name: __import__("hashlib").sha256(data).hexdigest() for name, data in tree(out).items()})
   assert digests[0] == digests[1]
+
+
+@pytest.mark.parametrize("first,second,message", [
+    (["--shard", "0/2"], ["--shard", "1/3"], "written with --format png in 2 shards; this run asks for --format png in 3"),
+    ([], ["--format", "tfds"], "written with --format png in 1 shards; this run asks for --format tfds in 1"),
+])
+def test_a_second_run_with_another_layout_into_one_folder_is_refused(tmp_path, capsys, first, second, message):
+  out = tmp_path / "d"
+  assert cli.main(["generate", *ARGS, *first, "--out", str(out)]) == 0
+  before = tree(out)
+  capsys.readouterr()
+  assert cli.main(["generate", *ARGS, *second, "--out", str(out)]) == 2
+  err = capsys.readouterr().err.strip()
+  assert message in err and "\n" not in err
+  assert tree(out) == before

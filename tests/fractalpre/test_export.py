@@ -117,3 +117,32 @@ def test_export_cli_bad_input_is_one_line(tmp_path, capsys, args, message):
   err = capsys.readouterr().err.strip()
   assert code == 2 and message in err and "\n" not in err
   assert not list(tmp_path.glob("*.safetensors"))
+
+
+def test_a_damaged_config_json_is_one_line(tmp_path, capsys):
+  run = _workdir(tmp_path, _config("vit_cpu", 32), _random_variables(get_model("vit_cpu", 5), 32))
+  (run / "config.json").write_text('{"model": {"name": "vit_cpu"')  # cut mid-write
+  code = cli.main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "x.safetensors")])
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and "\n" not in err and f"--checkpoint {run}: config.json cannot be read (" in err
+
+
+def test_weights_and_their_config_are_written_as_one_unit(tmp_path, monkeypatch):
+  """A kill between the two files leaves new weights without a config, never beside an older model's."""
+  from fractalpre import export, util
+  out = tmp_path / "m.safetensors"
+  (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+  small = _workdir(tmp_path / "a", _config("vit_cpu", 32), _random_variables(get_model("vit_cpu", 5), 32))
+  export.export(small, out)
+  assert json.loads(out.with_suffix(".json").read_text())["num_classes"] == 5
+  other = _workdir(tmp_path / "b", _config("vit_cpu", 32), _random_variables(get_model("vit_cpu", 7), 32))
+  real = util.write_atomic
+
+  def killed_before_the_config(path, data):
+    if path.suffix == ".json":
+      raise KeyboardInterrupt  # the process dies here
+    real(path, data)
+  monkeypatch.setattr(util, "write_atomic", killed_before_the_config)
+  with pytest.raises(KeyboardInterrupt):
+    export.export(other, out)
+  assert load_file(out)["head.weight"].shape[0] == 7 and not out.with_suffix(".json").exists()
