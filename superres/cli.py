@@ -194,6 +194,14 @@ def main(argv=None) -> int:
     args.run(args)
   except (ValueError, FileNotFoundError) as e:
     return util.fail(f"superres {args.command}: error: {e}")
+  except OSError as e:
+    if not util.is_out_of_space(e):
+      raise
+    where = Path(e.filename).parent if getattr(e, "filename", None) else Path.cwd()
+    print(f"superres {args.command}: error: no space left writing {e.filename or 'its output'} "
+          f"({util.free_space(where)}; or a quota or file-size limit); what was finished is kept, and the same "
+          "command continues", file=sys.stderr)
+    return 1
   return 0
 
 

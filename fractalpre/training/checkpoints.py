@@ -67,19 +67,20 @@ class Checkpoints:
     self.manager.close()
 
 
-def load_state(path: str | Path) -> dict:
+def load_state(path: str | Path, flag: str = "init_from") -> dict:
   """The train state (`params`, `batch_stats`, ...) of the newest loadable checkpoint under a workdir (or
-  its checkpoints/ folder), as NumPy arrays, without knowing the optimizer that wrote it."""
+  its checkpoints/ folder), as NumPy arrays, without knowing the optimizer that wrote it. Errors name
+  `flag`, the setting the user gave the path with."""
   path = Path(path).absolute()
   if not path.is_dir():
-    raise UsageError(f"init_from {path} is not a folder (give a training workdir or its checkpoints/ folder)")
+    raise UsageError(f"{flag} {path} is not a folder (give a training workdir or its checkpoints/ folder)")
   directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
   manager = ocp.CheckpointManager(directory, item_names=("state", "data"),
                                   options=ocp.CheckpointManagerOptions(create=False))
   found = newest_loadable(manager, ocp.args.Composite(state=ocp.args.StandardRestore()),
                           lambda step: f"left it in place in {directory}")
   if found is None:
-    raise UsageError(f"init_from {path} holds no loadable checkpoint")
+    raise UsageError(f"{flag} {path} holds no loadable checkpoint")
   return found[1]["state"]
 
 

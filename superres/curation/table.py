@@ -53,13 +53,47 @@ def _plain(v):
   return None if isinstance(v, float) and math.isnan(v) else (str(v) if isinstance(v, int) and v >= 2**63 else v)
 
 
-def read(path: str | os.PathLike) -> list[dict]:
+def read(path: str | os.PathLike, required: tuple[str, ...] = ("path",)) -> list[dict]:
+  """The rows of a score table, each checked: a row cut short or too long (what a kill or a full disk
+  leaves, or a hand edit), a missing `required` column or an empty path is a ValueError naming the file,
+  the line and the column."""
   path = Path(path)
   _check(path)
   if not path.exists():
     raise FileNotFoundError(f"score table {path} does not exist")
   if path.suffix == ".csv":
     with open(path, newline="") as f:
-      return [{k: (v or None) if k in TEXT_COLUMNS else _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
-  import pyarrow.parquet as pq
-  return pq.read_table(path).to_pylist()
+      reader = csv.DictReader(f)
+      header = reader.fieldnames or []
+      _check_columns(path, header, required)
+      rows = []
+      for row in reader:
+        line = reader.line_num
+        if None in row:
+          raise ValueError(f"score table {path}, line {line}: more fields than the header's {len(header)}")
+        short = [k for k, v in row.items() if v is None]
+        if short:
+          raise ValueError(f"score table {path}, line {line}: no {short[0]!r} (the row is cut short; "
+                           "`superres score` rewrites the table)")
+        rows.append({k: (v or None) if k in TEXT_COLUMNS else _parse(v) for k, v in row.items()})
+  else:
+    import pyarrow
+    import pyarrow.parquet as pq
+    try:
+      data = pq.read_table(path)
+    except (pyarrow.ArrowException, OSError) as e:
+      raise ValueError(f"score table {path} cannot be read as Parquet ({' '.join(str(e).split())[:80]})") from None
+    _check_columns(path, data.column_names, required)
+    rows = data.to_pylist()
+  if "path" in required:
+    for line, row in enumerate(rows, start=2):
+      if not row.get("path"):
+        raise ValueError(f"score table {path}, {'line' if path.suffix == '.csv' else 'row'} "
+                         f"{line if path.suffix == '.csv' else line - 1}: the 'path' column is empty")
+  return rows
+
+
+def _check_columns(path: Path, columns: list[str], required: tuple[str, ...]) -> None:
+  missing = [c for c in required if c not in columns]
+  if missing:
+    raise ValueError(f"score table {path} has no {missing[0]!r} column (it has {', '.join(columns) or 'none'})")

@@ -67,10 +67,13 @@ def load(checkpoint: str | Path, **kwargs) -> Upscaler:
   if workdir.name == "checkpoints":
     workdir = workdir.parent
   if not (workdir / "config.json").is_file():
-    raise ValueError(f"checkpoint {str(checkpoint)!r} is not a superres.train workdir (no config.json)")
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    raise ValueError(f"--checkpoint {str(checkpoint)!r} is not a superres.train workdir (no config.json)")
+  try:
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  except ValueError as e:
+    raise ValueError(f"--checkpoint {str(checkpoint)!r}: config.json cannot be read ({str(e)[:80]})") from None
   if "scale" not in config:
-    raise ValueError(f"checkpoint {str(checkpoint)!r} was not written by superres.train (no scale in its config)")
+    raise ValueError(f"--checkpoint {str(checkpoint)!r} was not written by superres.train (no scale in its config)")
   model = models.from_config(config)
-  params = checkpoints.load_state(workdir)["params"]
+  params = checkpoints.load_state(workdir, "--checkpoint")["params"]
   return Upscaler(model, params, config.scale, **kwargs)

@@ -257,7 +257,7 @@ def test_estimate_quality_speaks_jpeg_quality_0_to_100_and_keeps_its_cache_besid
     (["score", ".", "--out", "afile/x.csv"], "--out afile/x.csv cannot be created: afile is not a folder"),
     (["estimate-quality", "s.csv", "--threshold", "900"], r"--threshold is a JPEG quality in \[0, 100\], got 900"),
     (["curate", "s.csv", "--format", "tfds", "--out", "m.csv"], "--format tfds writes a folder, but --out m.csv"),
-    (["report", "nopath.csv", "--out", "r"], "the table has no 'path' column"),
+    (["report", "nopath.csv", "--out", "r"], r"score table nopath.csv has no 'path' column \(it has blockiness\)"),
 ])
 def test_more_bad_usage_exits_2_with_one_line_before_any_work(argv, message, capsys, tmp_path, monkeypatch):
   from superres.curation import scoring
@@ -270,3 +270,64 @@ def test_more_bad_usage_exits_2_with_one_line_before_any_work(argv, message, cap
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and re.search(message, err[0]), err
   assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", ["curate", "estimate-quality", "report"])
+@pytest.mark.parametrize("damage,message", [
+    ("cut", r"score table s.csv, line 3: no 'max_pixels' \(the row is cut short"),
+    ("no path column", r"score table s.csv has no 'path' column \(it has size_bytes"),
+    ("empty path", r"score table s.csv, line 2: the 'path' column is empty"),
+])
+def test_a_damaged_score_table_is_one_line_naming_file_line_and_column(command, damage, message, capsys, tmp_path,
+                                                                        monkeypatch):
+  from superres.curation import scoring
+  monkeypatch.chdir(tmp_path)
+  rows = [{"path": f"{i}.png", "size_bytes": 10, "jpeg_quality": 90} for i in range(3)]
+  if damage == "empty path":
+    rows[0]["path"] = ""
+  columns = scoring.COLUMNS if damage != "no path column" else [c for c in scoring.COLUMNS if c != "path"]
+  table.write(tmp_path / "s.csv", rows, columns)
+  if damage == "cut":  # a kill or a full disk mid-row: the second data row ends after its size
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    lines[2] = ",".join(lines[2].split(",")[:3])
+    (tmp_path / "s.csv").write_text("\n".join(lines[:3]) + "\n")
+  argv = {"curate": ["curate", "s.csv", "--out", "m.csv"], "estimate-quality": ["estimate-quality", "s.csv"],
+          "report": ["report", "s.csv", "--out", "r"]}[command]
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and re.search(message, err[0]), err
+  assert not (tmp_path / "m.csv").exists() and not (tmp_path / "r").exists()
+
+
+def test_score_on_a_full_disk_is_one_line_and_keeps_what_it_had(tmp_path):
+  import resource
+  import signal
+  import subprocess
+  import sys
+  for i in range(3):
+    Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+
+  def limit():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+  result = subprocess.run([sys.executable, "-m", "superres", "score", str(tmp_path), "--out",
+                           str(tmp_path / "out" / "s.csv"), "--quiet", "--workers", "1"],
+                          capture_output=True, text=True, preexec_fn=limit)
+  assert result.returncode == 1, result.stderr[-2000:]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("superres score: error: no space left writing "), lines
+
+
+def test_max_pixels_above_pillow_s_own_limit_is_honoured(tmp_path):
+  from fractalpre import util
+  big = np.zeros((1, 1), np.uint8)
+  data = bytearray(util.png_bytes(big))
+  import struct
+  import zlib
+  data[16:24] = struct.pack(">II", 15_000, 13_000)  # 195 MP: over Pillow's 179 MP refusal
+  data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+  (tmp_path / "big.png").write_bytes(bytes(data))
+  with pytest.raises(util.UnreadableImage, match=r"(15000x13000|195000000 pixels) is over the pixel limit of 100000000"):
+    util.read_image(tmp_path / "big.png", max_pixels=100_000_000)
+  with pytest.raises(util.UnreadableImage, match="not a readable image"):  # past the limit check: its data is cut
+    util.read_image(tmp_path / "big.png", max_pixels=200_000_000)
