@@ -9,7 +9,7 @@ import sys
 import jax
 
 from fractalpre import util
-from fractalpre.training import Interrupted, NonFiniteLoss, OutOfSpace, train_and_evaluate
+from fractalpre.training import Interrupted, NonFiniteLoss, OutOfSpace, distributed, train_and_evaluate
 from fractalpre.training.config_files import config_path, config_spec, unknown_override
 from fractalpre.util import cpu_allocator
 
@@ -45,16 +45,24 @@ def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[
   flags.DEFINE_string("workdir", None, "checkpoints, metrics.jsonl, config.json and TensorBoard events go here")
   flags.DEFINE_bool("restart", False, "the workdir holds a run of another config: move it to "
                     "WORKDIR/replaced_runs/N and start over")
-  flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (multi-host GPU / TPU pods)")
+  flags.DEFINE_bool("distributed", False, "join a multi-process job (jax.distributed.initialize): several hosts, "
+                    "or one process per GPU; the cluster's environment is detected (Slurm, Open MPI, TPU pods, "
+                    "Kubernetes) unless the three flags below give it")
+  flags.DEFINE_string("coordinator_address", None, "with --distributed: HOST:PORT of process 0")
+  flags.DEFINE_integer("num_processes", None, "with --distributed: how many processes the job has")
+  flags.DEFINE_integer("process_id", None, "with --distributed: this process's index, 0 .. num_processes-1")
   flags.mark_flags_as_required(["config", "workdir"])
   FLAGS = _parse_flags(sys.argv if argv is None else argv, prog)
   # a real command line (not a test's call): CPU runs re-execute under tcmalloc
   hint = cpu_allocator.preload() if argv is None else None
   absl_logging.use_absl_handler()
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
-  if FLAGS.distributed:
-    jax.distributed.initialize()
+  given = [f"--{k}" for k in ("coordinator_address", "num_processes", "process_id") if FLAGS[k].value is not None]
+  if given and not FLAGS.distributed:
+    raise SystemExit(util.fail(f"{prog}: error: {', '.join(given)} need --distributed"))
   try:
+    if FLAGS.distributed:
+      distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     metrics = train_fn(FLAGS.config, FLAGS.workdir, restart=FLAGS.restart)
   except util.UsageError as e:
     raise SystemExit(util.fail(f"{prog}: error: {e}")) from None

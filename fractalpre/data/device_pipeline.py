@@ -110,10 +110,10 @@ class Streamed:
     return inputs["image"], inputs["label"]
 
   def get_state(self) -> dict:
-    return self.iterator.get_state()
+    return grain_position(self.iterator)
 
   def set_state(self, state: dict) -> None:
-    self.iterator.set_state(state)
+    set_grain_position(self.iterator, state)
 
 
 def make(source, mesh, global_batch: int, seed: int, cfg) -> Resident | Streamed:
@@ -135,7 +135,26 @@ class HostBatches:
     return {k: jax.make_array_from_process_local_data(self.sharding, v) for k, v in next(self.iterator).items()}
 
   def get_state(self) -> dict:
-    return self.iterator.get_state()
+    return grain_position(self.iterator)
 
   def set_state(self, state: dict) -> None:
-    self.iterator.set_state(state)
+    set_grain_position(self.iterator, state)
+
+
+def grain_position(iterator) -> dict:
+  """A grain iterator's position, with the process count that drew it: each process reads its own slice
+  of every global batch, so the position means something only for the same number of processes."""
+  return {"processes": jax.process_count(), "iterator": iterator.get_state()}
+
+
+def set_grain_position(iterator, state: dict) -> None:
+  """Puts a grain iterator at a saved position; one written by another number of processes is refused in
+  one line naming both (checkpoints written before the count was recorded hold the iterator's state alone)."""
+  if "iterator" not in state:
+    return iterator.set_state(state)
+  if state["processes"] != jax.process_count():
+    raise util.UsageError(f"this checkpoint's input position was saved by {state['processes']} processes and this "
+                          f"run has {jax.process_count()}: the streamed input (grain) cannot move to another "
+                          f"process count; resume with {state['processes']} processes, or use --restart")
+  iterator.set_state(state["iterator"])
+

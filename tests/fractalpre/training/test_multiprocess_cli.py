@@ -1,0 +1,107 @@
+"""The trainer's command line as 2 processes x 2 CPU devices on localhost (`--distributed` with the three
+flags, one shared workdir), against one process with the same 4 devices; a SIGKILLed 2-process job resumes
+with the same command, and on one process."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+STEPS = 8
+# Measured on a 2-core VM (2 x 2 devices over gloo against 1 x 4, 8 steps of runlocal): the per-step
+# losses differed by at most 8.7e-8 relative (4 of 8 steps bit-equal); gloo's all-reduce sums in another
+# order than one process does, so bit-equality is not expected. The tolerance leaves 100x room.
+TOLERANCE = 1e-5
+
+
+def _port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _argv(workdir, steps=STEPS, *extra):
+  return [sys.executable, "-m", "fractalpre.train", "--config", "pretrain_1pfrac_vit:runlocal", "--workdir",
+          str(workdir), f"--config.total_steps={steps}", "--config.checkpoint_every=2", "--config.log_every=1",
+          *extra]
+
+
+def _env(devices):
+  return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "FRACTALPRE_TCMALLOC": "0"}
+
+
+def _start_pair(workdir, steps=STEPS):
+  port = _port()
+  return [subprocess.Popen(_argv(workdir, steps, "--distributed", f"--coordinator_address=127.0.0.1:{port}",
+                                 "--num_processes=2", f"--process_id={i}"),
+                           env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+
+def _finish(procs):
+  outs = [p.communicate(timeout=600) for p in procs]
+  assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+  return outs
+
+
+def _records(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("multiprocess")
+  one = subprocess.run(_argv(root / "one"), env=_env(4), capture_output=True, text=True)
+  assert one.returncode == 0, one.stderr[-2000:]
+  outs = _finish(_start_pair(root / "two"))
+  return root, outs
+
+
+def test_two_processes_train_like_one_with_the_same_devices_and_write_each_file_once(runs):
+  root, outs = runs
+  one, two = _records(root / "one"), _records(root / "two")
+  assert [r["step"] for r in two] == list(range(1, STEPS + 1))  # one line per step: process 0 alone writes
+  for a, b in zip(one, two):
+    assert b["loss"] == pytest.approx(a["loss"], rel=TOLERANCE)
+  assert json.loads((root / "two" / "config.json").read_text()) == json.loads((root / "one" / "config.json").read_text())
+  assert len(list((root / "two" / "tensorboard").iterdir())) == 1  # one events file
+  assert "loss=" in outs[0][0] and "loss=" not in outs[1][0]  # the summary line from process 0 only
+
+
+def test_a_killed_two_process_job_resumes_with_the_same_command_and_on_one_process(runs):
+  root, _ = runs
+  killed = root / "killed"
+  procs = _start_pair(killed)
+  deadline = time.time() + 300
+  while not (killed / "checkpoints" / "4").is_dir() and time.time() < deadline:
+    time.sleep(0.1)
+  for p in procs:
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+  shutil.copytree(killed, root / "killed_then_one")
+  _finish(_start_pair(killed))  # the same command
+  assert _records(killed) == _records(root / "two")  # bit for bit
+  resumed = subprocess.run(_argv(root / "killed_then_one"), env=_env(4), capture_output=True, text=True)
+  assert resumed.returncode == 0 and "resumed from step" in resumed.stderr, resumed.stderr[-2000:]
+  for a, b in zip(_records(root / "killed_then_one"), _records(root / "two")):
+    assert a["loss"] == pytest.approx(b["loss"], rel=TOLERANCE)
+
+
+def test_the_streamed_input_refuses_to_resume_on_another_process_count_in_one_line(runs):
+  root, _ = runs
+  streamed = root / "streamed"
+  port = _port()  # resident_budget_mb=0: every batch streams from grain
+  procs = [subprocess.Popen(_argv(streamed, 2, "--config.data.resident_budget_mb=0", "--distributed",
+                                  f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"),
+                            env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  _finish(procs)
+  one = subprocess.run(_argv(streamed, 4, "--config.data.resident_budget_mb=0"), env=_env(4), capture_output=True,
+                       text=True)
+  assert one.returncode == 2, one.stderr[-2000:]
+  assert one.stderr.strip().splitlines()[-1] == (
+      "fractalpre.train: error: this checkpoint's input position was saved by 2 processes and this run has 1: the "
+      "streamed input (grain) cannot move to another process count; resume with 2 processes, or use --restart")
