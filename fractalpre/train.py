@@ -3,13 +3,15 @@
 is `fractalpre.training.train_and_evaluate`, which tests call directly."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 import jax
 
 from fractalpre import util
-from fractalpre.training import Interrupted, NonFiniteLoss, OutOfSpace, distributed, train_and_evaluate
+from fractalpre.training import (Interrupted, NonFiniteLoss, OutOfSpace, Preempted, distributed,
+                                 train_and_evaluate)
 from fractalpre.training.config_files import config_path, config_spec, unknown_override
 from fractalpre.util import cpu_allocator
 
@@ -36,7 +38,8 @@ def _parse_flags(argv: list[str], prog: str):
 def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[str] | None = None):
   """The command line of a trainer: `--config FILE[:arg] --workdir DIR [--restart] [--distributed]
   [--config.k=v]`. A user's mistake (bad flag, config, value, folder) is one line and exit 2; a diverged
-  run is one line and exit 1, Ctrl-C one line and exit 130; anything else is a bug and keeps its traceback."""
+  run is one line and exit 1, Ctrl-C one line and exit 130, a preemption (SIGTERM) one line and exit 143;
+  anything else is a bug and keeps its traceback."""
   from absl import flags
   from absl import logging as absl_logging
   from ml_collections import config_flags
@@ -57,6 +60,8 @@ def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[
   hint = cpu_allocator.preload() if argv is None else None
   absl_logging.use_absl_handler()
   absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO
+  # orbax logs each process's arrival at a preemption sync point as a warning: the run's own line says it
+  logging.getLogger("absl").addFilter(lambda record: "Reached preemption sync point" not in record.getMessage())
   given = [f"--{k}" for k in ("coordinator_address", "num_processes", "process_id") if FLAGS[k].value is not None]
   if given and not FLAGS.distributed:
     raise SystemExit(util.fail(f"{prog}: error: {', '.join(given)} need --distributed"))
@@ -72,6 +77,9 @@ def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[
   except Interrupted as e:
     print(f"{prog}: {e}", file=sys.stderr)
     raise SystemExit(130) from None
+  except Preempted as e:
+    print(f"{prog}: {e}", file=sys.stderr)
+    raise SystemExit(143) from None
   except KeyboardInterrupt:  # before the loop (rendering, compiling) or a second Ctrl-C
     print(f"{prog}: interrupted; the same command resumes from the last checkpoint, if any", file=sys.stderr)
     raise SystemExit(130) from None

@@ -8,6 +8,7 @@ their data and an evaluation, and call `build` and `fit`.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -32,6 +33,11 @@ class NonFiniteLoss(RuntimeError):
 
 class Interrupted(Exception):
   """Ctrl-C stopped the run after the pending saves finished (the command line: one line, exit 130)."""
+
+
+class Preempted(Exception):
+  """SIGTERM (a scheduler's preemption notice): the run saved a checkpoint at the step every process agreed
+  on and stopped (the command line: one line, exit 143)."""
 
 
 class OutOfSpace(RuntimeError):
@@ -222,25 +228,48 @@ def fit(config, workdir, state, train_step, data, evaluate=None, progress: bool 
 
 
 class _StopRequest:
-  """Ctrl-C (SIGINT) during the loop asks it to stop after the current step, so that no library is
-  interrupted half-way (orbax's writer can deadlock on a KeyboardInterrupt raised inside it). A second
-  Ctrl-C interrupts at once. Only the main thread can own the handler; elsewhere nothing changes."""
+  """Signals during the loop, turned into a stop at a step boundary so that no library is interrupted
+  half-way (orbax's writer can deadlock on a KeyboardInterrupt raised inside it).
+
+  Ctrl-C (SIGINT) stops after the current step (in a multi-process job it counts as SIGTERM, so that all
+  processes stop at one step); a second one interrupts at once. SIGTERM (preemption)
+  saves a checkpoint and stops: in a one-process run at the next step; in a multi-process job at the step
+  all processes agree on through JAX's preemption sync point (JAX owns SIGTERM there, and every process
+  asks at every step). Only the main thread can own handlers; elsewhere nothing changes."""
 
   def __init__(self):
-    self.requested, self.previous = False, None
+    self.interrupted = self.terminated = False
+    self.previous = {}
+    self.multi = jax.process_count() > 1
 
-  def _handle(self, signum, frame):
-    self.requested = True
-    signal.signal(signal.SIGINT, self.previous)  # a second Ctrl-C: the default KeyboardInterrupt
+  def _interrupt(self, signum, frame):
+    signal.signal(signal.SIGINT, self.previous[signal.SIGINT])  # a second Ctrl-C: the default KeyboardInterrupt
+    if self.multi:  # processes stopping at different steps would wait for each other forever: agree first
+      os.kill(os.getpid(), signal.SIGTERM)
+    else:
+      self.interrupted = True
+
+  def _terminate(self, signum, frame):
+    self.terminated = True
+
+  def preempted_at(self, step: int) -> bool:
+    """Whether this step is where a preempted job saves and stops (every process gets the same answer)."""
+    if self.multi:
+      from jax.experimental import multihost_utils
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.terminated
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self.previous = signal.signal(signal.SIGINT, self._handle)
+      self.previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._interrupt)
+      if not self.multi:
+        self.previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._terminate)
     return self
 
   def __exit__(self, *exc):
-    if self.previous is not None:
-      signal.signal(signal.SIGINT, self.previous)
+    for signum, handler in self.previous.items():
+      signal.signal(signum, handler)
+    self.previous = {}
 
 
 @jax.jit
@@ -286,21 +315,22 @@ def _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
                           "--restart (this run is moved aside, not deleted)")
     checked = step
 
-  done, interrupted, out_of_space = start, False, None
+  done, interrupted, preempted, out_of_space = start, False, False, None
   stop = _StopRequest().__enter__()
   try:
     inputs = data.host_batch() if start < config.total_steps else None
     for step in range(start + 1, config.total_steps + 1):
-      if stop.requested:
+      if stop.interrupted:
         interrupted = True
         break
       state, metrics = train_step(state, inputs)
       done = step
+      preempted = stop.preempted_at(step)
       finite = _still_finite(finite, metrics["loss"])
       bar.update(config.batch_size)
       logged = step % config.log_every == 0 or step == config.total_steps
       evaluated = evaluate is not None and (step % config.eval_every == 0 or step == config.total_steps)
-      saved = step % config.checkpoint_every == 0 or step == config.total_steps
+      saved = step % config.checkpoint_every == 0 or step == config.total_steps or preempted
       data_state = data.get_state() if saved else None  # before the next inputs are drawn
       if step < config.total_steps:
         inputs = data.host_batch()  # on its way while the step runs
@@ -319,6 +349,8 @@ def _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
         final.update(record)
       if saved:
         ckpt.save(step, state, data_state)
+      if preempted:
+        break
   except KeyboardInterrupt:
     interrupted = True
   except Exception as e:
@@ -343,6 +375,9 @@ def _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
     kept = f"the last good checkpoint is step {last}" if last else "no checkpoint was saved"
     raise OutOfSpace(f"no space left writing to {workdir} ({util.free_space(workdir)}; or a quota or file-size "
                      f"limit); stopped at step {done}, {kept}; free some space and run the same command to resume")
+  if preempted and done < config.total_steps:
+    raise Preempted(f"preempted (SIGTERM): saved a checkpoint at step {last} and stopped; the same command "
+                    "resumes")
   if interrupted:
     resumes = f"the last checkpoint is step {last}" if last else "no checkpoint was saved yet"
     raise Interrupted(f"interrupted at step {done}; {resumes}; the same command "

@@ -105,3 +105,41 @@ def test_the_streamed_input_refuses_to_resume_on_another_process_count_in_one_li
   assert one.stderr.strip().splitlines()[-1] == (
       "fractalpre.train: error: this checkpoint's input position was saved by 2 processes and this run has 1: the "
       "streamed input (grain) cannot move to another process count; resume with 2 processes, or use --restart")
+
+
+def _wait_for_steps(workdir, procs, steps=2, seconds=300):
+  """Until `steps` metrics lines are written (the job is past compiling and running)."""
+  metrics, deadline = workdir / "metrics.jsonl", time.time() + seconds
+  while time.time() < deadline and all(p.poll() is None for p in procs):
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= steps:
+      return
+    time.sleep(0.1)
+  raise AssertionError([p.communicate()[1][-2000:] for p in procs if p.poll() is not None])
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigterm_saves_one_step_on_every_process_and_the_same_command_resumes(tmp_path, processes):
+  """A preemption notice (SIGTERM, to process 0 only: JAX passes it on) makes every process save the step
+  they agree on and stop with one line; the same command continues from it."""
+  workdir, steps = tmp_path / "w", 100_000
+  if processes == 1:
+    procs = [subprocess.Popen(_argv(workdir, steps, "--config.checkpoint_every=100000"), env=_env(4),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+  else:
+    procs = _start_pair(workdir, steps)
+  _wait_for_steps(workdir, procs)
+  procs[0].send_signal(signal.SIGTERM)
+  outs = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [143] * processes, [err[-2000:] for _, err in outs]
+  for _, err in outs:
+    # JAX's own C++ notifier logs "SIGTERM caught" (on a line of its own, or after the progress bar's)
+    lines = [line for line in err.strip().splitlines()
+             if line and not line.startswith("w:") and "preemption_notifier.cc" not in line]
+    assert len(lines) == 1 and lines[0].startswith("fractalpre.train: preempted (SIGTERM): saved a checkpoint at "
+                                                   "step "), err[-2000:]
+  saved = int(outs[0][1].split("at step ")[1].split()[0])
+  assert saved >= 2 and all(f"at step {saved} " in err for _, err in outs)
+  assert max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == saved
+  argv = _argv(workdir, saved + 2, "--config.checkpoint_every=100000")
+  again = subprocess.run(argv, env=_env(4), capture_output=True, text=True)  # resumes, here on one process
+  assert again.returncode == 0 and f"resumed from step {saved}" in again.stderr, again.stderr[-2000:]
