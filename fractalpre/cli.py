@@ -142,7 +142,8 @@ def main(argv=None) -> int:
   exp = sub.add_parser("export", help="write a checkpoint's weights as safetensors in timm's layout")
   exp.add_argument("--checkpoint", required=True, help="a training workdir (its newest loadable checkpoint)")
   exp.add_argument("--format", choices=("timm",), default="timm", help="timm: names and layouts of timm's models")
-  exp.add_argument("--out", required=True, help="output FILE.safetensors (FILE.json is written beside it)")
+  exp.add_argument("--out", required=True, help="FILE.safetensors (FILE.json beside it), or a folder: "
+                   "FOLDER/model.safetensors + FOLDER/config.json, timm's layout for create_model('local-dir:FOLDER')")
   exp.set_defaults(run=_export)
   args = parser.parse_args(argv)
   return args.run(args)

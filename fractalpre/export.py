@@ -27,6 +27,12 @@ TIMM_NAMES = {"vit_cpu": "vit_tiny_patch16_224", "vit_ti16": "vit_tiny_patch16_2
               "vit_s16": "vit_small_patch16_224", "vit_b16": "vit_base_patch16_224",
               "resnet18": "resnet18", "resnet50": "resnet50"}
 FORMATS = ("timm",)
+# What timm builds for each architecture name with no arguments: the hub config's model_args hold only
+# what differs from it, so a stock model by name loads the weights when nothing does.
+TIMM_STOCK = {name: dict(img_size=224, patch_size=16, embed_dim=width, depth=12, num_heads=heads, mlp_ratio=4.0,
+                         class_token=True, global_pool="token")
+              for name, width, heads in (("vit_tiny_patch16_224", 192, 3), ("vit_small_patch16_224", 384, 6),
+                                         ("vit_base_patch16_224", 768, 12))}
 
 
 def _linear(tree: dict) -> dict:
@@ -42,14 +48,18 @@ def _norm(tree: dict) -> dict:
 
 
 def vit_state_dict(params: dict, mup_scale: float = 1.0, pool: str = "tok") -> dict[str, np.ndarray]:
-  """timm VisionTransformer weights (no_embed_class: position embeddings cover the patches only, as here).
+  """timm VisionTransformer weights in its stock layout. Our position embeddings cover the patches only;
+  timm's stock ViT adds one to the class token too, so the class token gets a zero position: the same
+  function, and `timm.create_model("vit_tiny_patch16_224")` loads it with strict key and shape checks.
   `mup_scale` = base width / width folds muP's forward changes into the weights: the readout multiplier
   into the head and the extra 1 / sqrt(d_head) of the attention logits into the query projection."""
+  pos = np.asarray(params["pos_embedding"])
   out = {"patch_embed.proj.weight": _conv(params["embedding"]["kernel"]),
-         "patch_embed.proj.bias": np.asarray(params["embedding"]["bias"]),
-         "pos_embed": np.asarray(params["pos_embedding"])}
+         "patch_embed.proj.bias": np.asarray(params["embedding"]["bias"])}
   if pool == "tok":
     out["cls_token"] = np.asarray(params["cls"])
+    pos = np.concatenate([np.zeros_like(pos[:, :1]), pos], axis=1)
+  out["pos_embed"] = pos
   depth = sum(1 for k in params if k.startswith("block"))
   for i in range(depth):
     block, pre = params[f"block{i}"], f"blocks.{i}."
@@ -116,10 +126,13 @@ def convert(config: ml_collections.ConfigDict, params: dict, batch_stats: dict) 
       raise util.UsageError(f"model.pool {pool!r} has no timm counterpart; exportable: 'tok', 'gap'")
     base = trainer.mup_base_width(config)
     state = vit_state_dict(params, base / arch["width"] if base else 1.0, pool)
-    model_args = dict(img_size=config.image_size, patch_size=arch["patch"], embed_dim=arch["width"],
-                      depth=arch["depth"], num_heads=arch["heads"], mlp_ratio=arch["mlp_dim"] / arch["width"],
-                      no_embed_class=True, class_token=pool == "tok",
-                      global_pool="token" if pool == "tok" else "avg", fc_norm=False)
+    ours = dict(img_size=config.image_size, patch_size=arch["patch"], embed_dim=arch["width"], depth=arch["depth"],
+                num_heads=arch["heads"], mlp_ratio=arch["mlp_dim"] / arch["width"], class_token=pool == "tok",
+                global_pool="token" if pool == "tok" else "avg")
+    stock = TIMM_STOCK[TIMM_NAMES[name]]
+    model_args = {k: v for k, v in ours.items() if v != stock[k]}
+    if pool == "gap":
+      model_args["fc_norm"] = False  # timm normalises after mean pooling by default; we normalise before
   else:
     arch = resnet.VARIANTS[RESNET[name]]
     state = resnet_state_dict(params, batch_stats, arch["stages"], arch["bottleneck"])
@@ -132,14 +145,21 @@ def convert(config: ml_collections.ConfigDict, params: dict, batch_stats: dict) 
 
 
 def export(checkpoint: str | Path, out: str | Path, fmt: str = "timm") -> tuple[Path, Path]:
-  """Writes OUT (.safetensors) and OUT with .json from a training workdir's newest loadable checkpoint."""
+  """Writes a training workdir's newest loadable checkpoint as OUT.safetensors and OUT.json, or, when OUT
+  is a folder (no suffix), as OUT/model.safetensors and OUT/config.json: timm's own layout, which
+  `timm.create_model("local-dir:OUT", pretrained=True)` loads. Returns (weights, config) paths."""
   from safetensors.numpy import save
   if fmt not in FORMATS:
     raise util.UsageError(f"--format must be one of {FORMATS}, got {fmt!r}")
   out = Path(out)
-  if out.suffix != ".safetensors":
-    raise util.UsageError(f"--out must end in .safetensors, got {out}")
-  util.check_writable(out, "--out")
+  if out.suffix and out.suffix != ".safetensors":
+    raise util.UsageError(f"--out must be FILE.safetensors or a folder, got {out}")
+  if out.suffix:
+    weights_path, meta = out, out.with_suffix(".json")
+    util.check_writable(out, "--out")
+  else:
+    weights_path, meta = out / "model.safetensors", out / "config.json"
+    util.check_folder(out, "--out")
   config_path = Path(checkpoint) / workdir_claim.CONFIG
   if not config_path.is_file():
     raise util.UsageError(f"--checkpoint {checkpoint} holds no {workdir_claim.CONFIG} (give a training workdir)")
@@ -152,11 +172,10 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "timm") -> tuple[
                           "the training run's record of its model: restore it, or export another run") from None
   state = checkpoints.load_state(checkpoint)
   tensors, hub = convert(config, flax.core.unfreeze(state["params"]), flax.core.unfreeze(state["batch_stats"] or {}))
-  out.parent.mkdir(parents=True, exist_ok=True)
-  meta = out.with_suffix(".json")
+  weights_path.parent.mkdir(parents=True, exist_ok=True)
   # One unit: the old config goes first, so a kill between the renames leaves new weights without a config
   # (export again), never beside another model's config.
   meta.unlink(missing_ok=True)
-  util.write_atomic(out, save(tensors, metadata={"format": "pt"}))
+  util.write_atomic(weights_path, save(tensors, metadata={"format": "pt"}))
   util.write_atomic(meta, json.dumps(hub, indent=1) + "\n")
-  return out, meta
+  return weights_path, meta

@@ -52,10 +52,26 @@ def test_vit_matches_timm_layout(pool, mup):
   model = get_model("vit_cpu", 5, pool=pool, **({"mup_base_width": mup} if mup else {}))
   hub = _compare(config, _random_variables(model, 32),
                  lambda x, sd: timm_reference.vit(x, sd, 3, "token" if pool == "tok" else "avg"))
-  args = hub["model_args"]
-  assert (hub["architecture"], args["patch_size"], args["embed_dim"], args["depth"], args["num_heads"]) == (
+  args = hub["model_args"]  # only what differs from the stock vit_tiny_patch16_224
+  built = {**export.TIMM_STOCK[hub["architecture"]], **args}
+  assert (hub["architecture"], built["patch_size"], built["embed_dim"], built["depth"], built["num_heads"]) == (
       "vit_tiny_patch16_224", 4, 96, 4, 3)
-  assert args["class_token"] == (pool == "tok") and args["mlp_ratio"] == 4.0
+  assert "no_embed_class" not in args and "mlp_ratio" not in args and "num_heads" not in args
+  assert built["class_token"] == (pool == "tok")
+
+
+def test_a_stock_vit_ti16_loads_by_name_with_no_model_args():
+  """`timm.create_model("vit_tiny_patch16_224", num_classes=K)` + `load_state_dict(strict=True)`: the
+  stock model's parameter names and shapes (pos_embed (1, 197, 192), a position for the class token)."""
+  config = _config("vit_ti16", 224)
+  variables = _random_variables(get_model("vit_ti16", 7), 224)
+  hub = _compare(config, variables, lambda x, sd: timm_reference.vit(x, sd, 3), num_classes=7)
+  sd, _ = export.convert(config, variables["params"], {})
+  assert hub["architecture"] == "vit_tiny_patch16_224" and hub["model_args"] == {}
+  assert sd["pos_embed"].shape == (1, 197, 192) and not sd["pos_embed"][0, 0].any()
+  stock = {"cls_token": (1, 1, 192), "patch_embed.proj.weight": (192, 3, 16, 16), "head.weight": (7, 192),
+           "blocks.11.attn.qkv.weight": (576, 192), "blocks.11.mlp.fc1.weight": (768, 192), "norm.weight": (192,)}
+  assert {k: sd[k].shape for k in stock} == stock and len(sd) == 4 + 12 * 12 + 2 + 2
 
 
 @pytest.mark.parametrize("name,layers,bottleneck", [("resnet18", (2, 2, 2, 2), False), ("resnet50", (3, 4, 6, 3), True)])
@@ -103,7 +119,7 @@ def test_export_cli_writes_safetensors_and_hub_config(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--out", "x.pt"], "--out must end in .safetensors"),
+    (["--out", "x.pt"], "--out must be FILE.safetensors or a folder"),
     (["--format", "onnx"], "invalid choice: 'onnx'"),
     ([], "holds no config.json"),
 ])
@@ -146,3 +162,15 @@ def test_weights_and_their_config_are_written_as_one_unit(tmp_path, monkeypatch)
   with pytest.raises(KeyboardInterrupt):
     export.export(other, out)
   assert load_file(out)["head.weight"].shape[0] == 7 and not out.with_suffix(".json").exists()
+
+
+def test_export_to_a_folder_writes_timm_s_local_dir_layout(tmp_path):
+  """OUT/model.safetensors + OUT/config.json: what `timm.create_model("local-dir:OUT")` reads."""
+  from fractalpre import export
+  run = _workdir(tmp_path, _config("vit_cpu", 32), _random_variables(get_model("vit_cpu", 5), 32))
+  weights, meta = export.export(run, tmp_path / "timm_model")
+  assert (weights, meta) == (tmp_path / "timm_model" / "model.safetensors", tmp_path / "timm_model" / "config.json")
+  config = json.loads(meta.read_text())
+  assert config["architecture"] == "vit_tiny_patch16_224" and config["num_classes"] == 5
+  assert set(config["pretrained_cfg"]) >= {"input_size", "mean", "std", "num_classes"}
+  assert load_file(weights)["head.weight"].shape == (5, 96)

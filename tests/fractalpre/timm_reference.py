@@ -17,15 +17,16 @@ def layer_norm(x, sd, name, eps=1e-6):
 
 
 def vit(images_nchw, sd, num_heads, global_pool="token"):
-  """timm VisionTransformer(no_embed_class=True, fc_norm=False) in eval mode."""
+  """timm VisionTransformer (stock layout: the class token, when there is one, has a position too;
+  fc_norm=False) in eval mode."""
   w = sd["patch_embed.proj.weight"]
   d, c, p, _ = w.shape
   b, _, hh, ww = images_nchw.shape
   patches = images_nchw.reshape(b, c, hh // p, p, ww // p, p)
   x = np.einsum("bchpwq,dcpq->bhwd", patches, w).reshape(b, -1, d) + sd["patch_embed.proj.bias"]
-  x = x + sd["pos_embed"]
   if "cls_token" in sd:
     x = np.concatenate([np.broadcast_to(sd["cls_token"], (b, 1, d)), x], axis=1)
+  x = x + sd["pos_embed"]
   n, hd = x.shape[1], d // num_heads
   i = 0
   while f"blocks.{i}.norm1.weight" in sd:
