@@ -3,11 +3,14 @@
 Variants by name: `Ti/16`, `S/16`, `B/16` and the CPU-sized `cpu` (patch 4, width 96, depth 4), which
 trains at 32 px in minutes on two cores. Pooling `tok` (class token) or `gap` (mean of tokens); the
 head is zero-initialised so a fresh head starts at uniform predictions. The layout is timm's VisionTransformer
-(exact GELU, LayerNorm eps 1e-6, no position embedding on the class token), so weights export exactly. `mup_base_width` > 0 switches on
-muP's forward-pass changes (fractalpre.optim.mup): readout times base / width, attention logits over d_head.
+(exact GELU, LayerNorm eps 1e-6; position embeddings on the patches only, which export as timm's stock layout
+with a zero position for the class token), so weights export exactly. Attention runs through
+`jax.nn.dot_product_attention` (cuDNN's fused kernel on NVIDIA GPUs). `mup_base_width` > 0 switches on muP's
+forward-pass changes (fractalpre.optim.mup): readout times base / width, attention logits over d_head.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -49,9 +52,16 @@ class MlpBlock(nn.Module):
     return dense(x.shape[-1])(nn.gelu(dense(self.mlp_dim)(x), approximate=False))  # exact, as timm / PyTorch
 
 
-def _attention_over_d(query, key, value, **kwargs):
-  """Dot-product attention with logits q.k / d_head (muP) instead of q.k / sqrt(d_head)."""
-  return nn.dot_product_attention(query / jnp.sqrt(query.shape[-1]).astype(query.dtype), key, value, **kwargs)
+def attention(query, key, value, bias=None, mask=None, *, mup: bool = False, dropout_rate: float = 0.0,
+              deterministic: bool = True, **unused):
+  """Flax's `attention_fn` through `jax.nn.dot_product_attention`, which picks cuDNN's fused attention on
+  NVIDIA GPUs (bf16/fp16) and XLA's elsewhere. Logits are q.k / sqrt(d_head), or q.k / d_head under muP
+  (its `scale`). This ViT uses no attention dropout."""
+  del unused  # Flax passes its dropout RNG, dtype, precision and module; none apply here
+  if dropout_rate and not deterministic:
+    raise ValueError("attention dropout is not supported by this ViT")
+  scale = 1.0 / query.shape[-1] if mup else None
+  return jax.nn.dot_product_attention(query, key, value, bias=bias, mask=mask, scale=scale)
 
 
 class EncoderBlock(nn.Module):
@@ -69,7 +79,7 @@ class EncoderBlock(nn.Module):
                                         kernel_init=nn.initializers.xavier_uniform(),
                                         qkv_dot_general_cls=self.dot_general_cls,
                                         out_dot_general_cls=self.dot_general_cls,
-                                        **({"attention_fn": _attention_over_d} if self.mup else {}))(y, y)
+                                        attention_fn=functools.partial(attention, mup=self.mup))(y, y)
     x = x + DropPath(self.drop_path)(y, train)
     y = nn.LayerNorm(dtype=jnp.float32)(x)
     y = MlpBlock(self.mlp_dim, self.dtype, self.dot_general_cls)(y)

@@ -25,7 +25,7 @@ def model_from_config(config, num_classes: int):
   """The config's model; a ViT whose patch size does not divide image_size is refused (its patch embedding
   would silently drop the last rows and columns)."""
   kwargs = {k: v for k, v in config.model.items() if k != "name"}
-  if config.model.name in models.VIT:
+  if config.model.name in models.VIT and config.get("image_size"):
     patch = kwargs.get("patch", vit.VARIANTS[models.VIT[config.model.name]]["patch"])
     if config.image_size % patch:
       raise ValueError(f"image_size {config.image_size} is not a multiple of {config.model.name}'s patch size "
