@@ -12,7 +12,8 @@ resampled when the resolution changes. Evaluation reports top-1, NLL and ECE on 
 optimizer=ivon also at the Bayesian model average of `bma` weight samples (eval_bma_*).
 Arguments: dataset, data_dir, init_from, model, image_size, labels_per_class (digits, lfw; default all), steps,
 batch, lr (default 1e-3 for adamw, 0.2 for ivon), optimizer (adamw|ivon), ess (ivon's effective sample size,
-default 1e5; `ess=none`: the training set size), bma.
+default 1e5; `ess=none`: the training set size), bma, linear_probe (configs/linear_probe.py: no training, a
+logistic-regression probe of init_from's features).
 """
 import ml_collections
 from ml_collections import config_dict
@@ -41,7 +42,7 @@ def get_config(arg=None):
   c.data.resident_budget_mb = 2048  # sources up to this size live on every device
   c.data.augment = ml_collections.ConfigDict(dict(crop_scale=(0.5, 1.0), crop_ratio=(3 / 4, 4 / 3), hflip=0.0,
                                                   vflip=0.0, label_smoothing=0.1, mixup=0.0, cutmix=0.0))
-  if a.linear_probe:
+  if a.linear_probe:  # the probe reads whole images, unaugmented (fractalpre.training.linear_probe)
     c.data.augment = common.augment(recipe=False)
   c.init_from = a.init_from
   c.linear_probe = a.linear_probe

@@ -1,4 +1,13 @@
-"""Test-wide setup: 8 fake CPU devices for JAX, set before any backend starts."""
+"""Test-wide setup, before any JAX backend starts: 8 fake CPU devices, and a persistent compilation cache
+shared by the child processes each test starts (one per pytest worker): the command-line tests start the
+same runlocal trainer many times, and each start would otherwise compile the same programs again."""
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _cache = tempfile.mkdtemp(prefix="fractalpre-test-jax-cache-")
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache

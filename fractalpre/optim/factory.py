@@ -1,6 +1,6 @@
 """The optimizer a config names, as one optax transformation: adamw, lion (plain or compressed), sgd or
-IVON, with warm-up + cosine or step decay, weight decay on matrices only, clipping, frozen parameters
-(linear probing) and muP's per-parameter update scales."""
+IVON, with warm-up + cosine or step decay, weight decay on matrices only, clipping and muP's per-parameter
+update scales."""
 from __future__ import annotations
 
 import math
@@ -40,16 +40,15 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim >= 2 and p.shape[0] != 1, params)
 
 
-def make(cfg: ml_collections.ConfigDict, total_steps: int, trainable=None, update_scales=None,
+def make(cfg: ml_collections.ConfigDict, total_steps: int, update_scales=None,
          transport=None) -> optax.GradientTransformation:
-  """The optimizer that `cfg.optimizer` names. `trainable(path) -> bool` freezes the other parameters
-  (linear probing); `update_scales` (a tree like the params) multiplies each final update (muP);
-  `transport` (fractalpre.optim.lion.Transport) makes Lion's step compressed-data-parallel."""
+  """The optimizer that `cfg.optimizer` names. `update_scales` (a tree like the params) multiplies each final
+  update (muP); `transport` (fractalpre.optim.lion.Transport) makes Lion's step compressed-data-parallel."""
   name = cfg.optimizer
   if name not in OPTIMIZERS:
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
-  if transport is not None and (name != "lion" or trainable is not None or update_scales is not None):
-    raise ValueError("lion.comm needs optim.optimizer=lion and supports neither linear_probe nor mup")
+  if transport is not None and (name != "lion" or update_scales is not None):
+    raise ValueError("lion.comm needs optim.optimizer=lion and does not support mup")
   if not (isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and cfg.lr >= 0):
     raise ValueError(f"optim.lr must be a finite number >= 0, got {cfg.lr!r}")
   lr = schedule(cfg, total_steps)
@@ -58,8 +57,8 @@ def make(cfg: ml_collections.ConfigDict, total_steps: int, trainable=None, updat
   if mu_dtype not in (None, "bfloat16", "float32"):
     raise ValueError(f"optim.mu_dtype must be 'bfloat16' or 'float32', got {mu_dtype!r}")
   if name == "ivon":
-    if cfg.get("grad_clip_norm") or trainable is not None:
-      raise ValueError("ivon takes neither optim.grad_clip_norm (use optim.clip_radius) nor linear_probe")
+    if cfg.get("grad_clip_norm"):
+      raise ValueError("ivon takes no optim.grad_clip_norm (use optim.clip_radius)")
     return ivon(lr, cfg.ess, cfg.get("hess_init", 1.0), cfg.get("b1", 0.9), cfg.get("b2", 0.99999), wd,
                 cfg.get("clip_radius", float("inf")))
   if name == "adamw":
@@ -78,10 +77,6 @@ def make(cfg: ml_collections.ConfigDict, total_steps: int, trainable=None, updat
       raise ValueError(f"muP scaling is defined here for Adam-like optimizers (adamw, lion), got {name!r}")
     from fractalpre.optim import mup
     opt = optax.chain(opt, mup.scale_updates(update_scales))
-  if trainable is not None:
-    labels = lambda params: jax.tree_util.tree_map_with_path(
-        lambda path, _: "train" if trainable(jax.tree_util.keystr(path)) else "freeze", params)
-    opt = optax.multi_transform({"train": opt, "freeze": optax.set_to_zero()}, labels)
   return opt
 
 

@@ -18,7 +18,7 @@ from fractalpre import models, optim, util
 from fractalpre.data import augment, device_pipeline, host_pipeline, registry
 from fractalpre.data.preprocessing import AugmentSettings
 from fractalpre.models import get_model, vit
-from fractalpre.training import classification_scores, trainer
+from fractalpre.training import classification_scores, linear_probe, trainer
 
 
 def model_from_config(config, num_classes: int):
@@ -72,7 +72,10 @@ def evaluate_source(logits_fn, states, source, image_size, global_batch, batch_s
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progress: bool = True,
                        restart: bool = False) -> dict:
-  """Trains a classifier (resuming from the workdir's newest good checkpoint); returns the final metrics."""
+  """Trains a classifier (resuming from the workdir's newest good checkpoint); returns the final metrics.
+  With `linear_probe`, probes the features of `init_from` instead (fractalpre.training.linear_probe)."""
+  if config.get("linear_probe"):
+    return linear_probe.probe_and_evaluate(config, workdir, restart)
   mesh = trainer.make_mesh()
   batch_sharding = NamedSharding(mesh, P("data"))
   trainer.check_config(config)
@@ -83,7 +86,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       config = ml_collections.ConfigDict(config.to_dict())
       config.optim.ess = float(len(source))
     eval_source = registry.get_source(config.data, "test") if config.get("eval_every") else None
-    trainable = (lambda path: path.startswith("['head']")) if config.get("linear_probe") else None
     model = model_from_config(config, source.num_classes)
     on = augment_on(config.data)
     settings = AugmentSettings.from_config(config.data.augment)
@@ -101,7 +103,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         host_pipeline.train_iterator(source, data_cfg, config.batch_size, config.seed), mesh)
     input_fn = None
   state, shardings, train_step = trainer.build(config, mesh, model, (1, config.image_size, config.image_size, 3),
-                                               classification_loss, trainable=trainable)
+                                               classification_loss)
   if input_fn is not None:
     train_step = trainer.device_input_step(train_step, input_fn, batch_sharding)
   logits_fn = jax.jit(make_eval_fn(model), in_shardings=(shardings, batch_sharding),

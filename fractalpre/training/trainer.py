@@ -159,7 +159,7 @@ def make_train_step(model, tx, rng, task_loss, sample=None, axis: str | tuple[st
   return step
 
 
-def build(config, mesh, model, input_shape: tuple[int, ...], task_loss, trainable=None):
+def build(config, mesh, model, input_shape: tuple[int, ...], task_loss):
   """(state placed on the mesh, state shardings, jitted train step) for a model, the shape of one input
   (with a batch axis of 1) and the task's loss `task_loss(outputs, batch) -> (loss, metrics)`."""
   scales = None
@@ -168,7 +168,7 @@ def build(config, mesh, model, input_shape: tuple[int, ...], task_loss, trainabl
     scales = mup.scales_for(model, mup_base_width(config), input_shape)
   with util.usage_errors():
     step_mesh, transport = lion_transport(config, mesh) or (mesh, None)
-    tx = optim.make(config.optim, config.total_steps, trainable, scales, transport)
+    tx = optim.make(config.optim, config.total_steps, scales, transport)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   state = init_state(config, model, tx, init_rng, input_shape)
   batch_spec = P(transport.axes) if transport else P("data")

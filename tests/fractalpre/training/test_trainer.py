@@ -121,11 +121,16 @@ def test_damaged_checkpoints_are_moved_aside_and_the_run_saves_again(tmp_path, c
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
   config = tiny_config(total_steps=8, checkpoint_every=1, **{"optim.lr": 1e30, "optim.warmup_steps": 0})
-  with pytest.raises(trainer.NonFiniteLoss, match=r"the loss became non-finite at step \d+; stopping"):
+  with pytest.raises(trainer.NonFiniteLoss, match=r"the loss became non-finite at step \d+; stopping \((the "
+                     r"last good checkpoint, step \d+, is kept|no checkpoint was saved before it)\)\. .*--restart"):
     classification.train_and_evaluate(config, tmp_path, progress=False)
   steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
   assert all(np.isfinite(r["loss"]) for r in metric_writer.read(tmp_path))
   assert steps == [r["step"] for r in metric_writer.read(tmp_path)][-len(steps):]
+  # the command the message names works: a lower optim.lr with --restart
+  config.optim.lr = 1e-3
+  final = classification.train_and_evaluate(config, tmp_path, progress=False, restart=True)
+  assert math.isfinite(final["loss"]) and (tmp_path / "replaced_runs" / "1" / "checkpoints").is_dir()
 
 
 def test_finetune_loads_pretrained_weights_and_resamples_position_embeddings(tmp_path):
