@@ -51,7 +51,24 @@ def test_the_slurm_script_starts_a_two_process_job_that_trains(tmp_path):
   assert [r["step"] for r in records] == [1, 2]
 
 
-def test_the_tpu_launcher_is_valid_bash_and_starts_the_trainer_with_distributed():
+FAKE_GCLOUD = """#!/usr/bin/env bash
+# gcloud's part for the test: a 4-worker pod's addresses; each ssh prints the command it would run.
+if [ "$4" = describe ]; then echo "10.0.0.7;10.0.0.8;10.0.0.9;10.0.0.10"; exit; fi
+for arg in "$@"; do case "$arg" in --worker=*) worker=${arg#--worker=};; --command=*) command=${arg#--command=};; esac; done
+echo "$worker:" $command >> "$OUT/ssh.log"
+"""
+
+
+def test_the_tpu_launcher_starts_every_worker_with_the_multi_process_flags(tmp_path):
   for script in ("run_pod.sh", "setup_pod.sh", "create_pod.sh"):
     subprocess.run(["bash", "-n", str(ROOT / "scripts/tpu" / script)], check=True)
-  assert "-m fractalpre.train --distributed" in (ROOT / "scripts/tpu/run_pod.sh").read_text()
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  _executable(bin_dir / "gcloud", FAKE_GCLOUD)
+  env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path)}
+  subprocess.run(["bash", str(ROOT / "scripts/tpu/run_pod.sh"), "pod", "zone", "pretrain_1pfrac_vit", "/mnt/run",
+                  "--config.total_steps=9"], env=env, check=True)
+  lines = sorted((tmp_path / "ssh.log").read_text().splitlines())
+  assert lines == [f"{i}: cd ~/fractalpre && ~/venv/bin/python -m fractalpre.train --distributed --coordinator_address "
+                   f"10.0.0.7:8476 --num_processes 4 --process_id {i} --config pretrain_1pfrac_vit --workdir "
+                   "/mnt/run --config.total_steps=9" for i in range(4)]
