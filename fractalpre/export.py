@@ -47,12 +47,13 @@ def _norm(tree: dict) -> dict:
   return {"weight": np.asarray(tree["scale"]), "bias": np.asarray(tree["bias"])}
 
 
-def vit_state_dict(params: dict, mup_scale: float = 1.0, pool: str = "tok") -> dict[str, np.ndarray]:
+def vit_state_dict(params: dict, mup_scale: float | None = None, pool: str = "tok") -> dict[str, np.ndarray]:
   """timm VisionTransformer weights in its stock layout. Our position embeddings cover the patches only;
   timm's stock ViT adds one to the class token too, so the class token gets a zero position: the same
   function, and `timm.create_model("vit_tiny_patch16_224")` loads it with strict key and shape checks.
-  `mup_scale` = base width / width folds muP's forward changes into the weights: the readout multiplier
-  into the head and the extra 1 / sqrt(d_head) of the attention logits into the query projection."""
+  `mup_scale` = base width / width (muP models; None otherwise) folds muP's forward changes into the weights:
+  the readout multiplier into the head and the extra 1 / sqrt(d_head) of the attention logits into the query
+  projection (also when base width = width, where the multiplier is 1 but the attention is still over d)."""
   pos = np.asarray(params["pos_embedding"])
   out = {"patch_embed.proj.weight": _conv(params["embedding"]["kernel"]),
          "patch_embed.proj.bias": np.asarray(params["embedding"]["bias"])}
@@ -65,7 +66,7 @@ def vit_state_dict(params: dict, mup_scale: float = 1.0, pool: str = "tok") -> d
     block, pre = params[f"block{i}"], f"blocks.{i}."
     attn = block["MultiHeadDotProductAttention_0"]
     width, heads, head_dim = attn["query"]["kernel"].shape
-    q_scale = 1.0 / math.sqrt(head_dim) if mup_scale != 1.0 else 1.0
+    q_scale = 1.0 / math.sqrt(head_dim) if mup_scale is not None else 1.0
     qkv = [np.asarray(attn[n]["kernel"]).reshape(width, heads * head_dim).T for n in ("query", "key", "value")]
     qkv_bias = [np.asarray(attn[n]["bias"]).reshape(heads * head_dim) for n in ("query", "key", "value")]
     qkv[0], qkv_bias[0] = qkv[0] * q_scale, qkv_bias[0] * q_scale
@@ -78,7 +79,7 @@ def vit_state_dict(params: dict, mup_scale: float = 1.0, pool: str = "tok") -> d
     for ours, theirs in (("Dense_1", "fc1"), ("Dense_0", "fc2")):  # MlpBlock creates its output layer first
       out.update({f"{pre}mlp.{theirs}.{k}": v for k, v in _linear(block["MlpBlock_0"][ours]).items()})
   out.update({f"norm.{k}": v for k, v in _norm(params["encoder_norm"]).items()})
-  out.update({f"head.{k}": v * mup_scale for k, v in _linear(params["head"]).items()})
+  out.update({f"head.{k}": v * (1.0 if mup_scale is None else mup_scale) for k, v in _linear(params["head"]).items()})
   return out
 
 
@@ -125,7 +126,7 @@ def convert(config: ml_collections.ConfigDict, params: dict, batch_stats: dict) 
     if pool not in ("tok", "gap"):
       raise util.UsageError(f"model.pool {pool!r} has no timm counterpart; exportable: 'tok', 'gap'")
     base = trainer.mup_base_width(config)
-    state = vit_state_dict(params, base / arch["width"] if base else 1.0, pool)
+    state = vit_state_dict(params, base / arch["width"] if base else None, pool)
     ours = dict(img_size=config.image_size, patch_size=arch["patch"], embed_dim=arch["width"], depth=arch["depth"],
                 num_heads=arch["heads"], mlp_ratio=arch["mlp_dim"] / arch["width"], class_token=pool == "tok",
                 global_pool="token" if pool == "tok" else "avg")
@@ -152,17 +153,20 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "timm") -> tuple[
   if fmt not in FORMATS:
     raise util.UsageError(f"--format must be one of {FORMATS}, got {fmt!r}")
   out = Path(out)
-  if out.suffix and out.suffix != ".safetensors":
-    raise util.UsageError(f"--out must be FILE.safetensors or a folder, got {out}")
-  if out.suffix:
+  if out.suffix == ".safetensors":
     weights_path, meta = out, out.with_suffix(".json")
     util.check_writable(out, "--out")
-  else:
+  elif out.is_dir() or not out.suffix:
     weights_path, meta = out / "model.safetensors", out / "config.json"
     util.check_folder(out, "--out")
+  else:
+    raise util.UsageError(f"--out must be FILE.safetensors or a folder, got {out}")
   config_path = Path(checkpoint) / workdir_claim.CONFIG
   if not config_path.is_file():
     raise util.UsageError(f"--checkpoint {checkpoint} holds no {workdir_claim.CONFIG} (give a training workdir)")
+  if weights_path.parent.resolve() in (Path(checkpoint).resolve(), (Path(checkpoint) / "checkpoints").resolve()):
+    raise util.UsageError(f"--out {out} is inside the training workdir {checkpoint} (its config.json would be "
+                          "replaced); export to another folder")
   try:
     config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
     config.model.name, config.image_size  # what `convert` needs first

@@ -41,7 +41,7 @@ class AugmentSettings:
     def pair(key, low_bound, high_bound):
       value = getattr(self, key)
       ok = (isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
-            and low_bound < value[0] <= value[1] <= high_bound)
+            and low_bound < value[0] <= value[1] <= high_bound and math.isfinite(value[1]))
       if not ok:
         raise ValueError(f"data.augment.{key} must be (low, high) with {low_bound} < low <= high <= {high_bound}, "
                          f"got {value!r}")

@@ -130,18 +130,18 @@ class ImageFolder:
       raise ValueError(f"data.path {path!r} is not a folder")
     if not 0 <= test_fraction < 1:
       raise ValueError(f"data.test_fraction must be in [0, 1), got {test_fraction}")
-    held_out = not (root / split).is_dir()
-    if held_out:
-      if split not in ("train", "test"):
-        raise ValueError(f"data.path {path!r} has no {split}/ folder")
-      if split == "test" and not test_fraction:
-        raise ValueError(f"data.path {path!r} has no test/ folder; set data.test_fraction to hold out part "
-                         "of each class")
     train_root = root / "train" if (root / "train").is_dir() else root
     if train_root == root and (root / "test").is_dir():
       raise ValueError(f"data.path {path!r} has a test/ folder but no train/ folder beside it")
+    # Without a test/ folder, `test_fraction` of each class's training images is held out, from both splits.
+    held_out = split in ("train", "test") and not (root / "test").is_dir()
+    if held_out and split == "test" and not test_fraction:
+      raise ValueError(f"data.path {path!r} has no test/ folder; set data.test_fraction to hold out part "
+                       "of each class")
+    if not held_out and split != "train" and not (root / split).is_dir():
+      raise ValueError(f"data.path {path!r} has no {split}/ folder")
     self.classes = _class_folders(train_root, root)
-    split_root = train_root if held_out else root / split
+    split_root = train_root if held_out or split == "train" else root / split
     present = _class_folders(split_root, root) if split_root != train_root else self.classes
     unknown = sorted(set(present) - set(self.classes))
     if unknown:

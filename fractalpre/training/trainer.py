@@ -358,9 +358,8 @@ def _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
       raise
     out_of_space = e
   finally:
-    stop.__exit__()
     bar.close()
-    last = None
+    last, failures = None, []
     for finish in (ckpt.wait, "latest", ckpt.close, writer.close):  # each, even when an earlier one fails
       try:
         if finish == "latest":
@@ -368,9 +367,13 @@ def _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
         else:
           finish()
       except Exception as e:
-        if not util.is_out_of_space(e):
-          raise
-        out_of_space = out_of_space or e
+        if util.is_out_of_space(e):
+          out_of_space = out_of_space or e
+        else:
+          failures.append(e)
+    stop.__exit__()  # only now: a signal during the last saves must not interrupt them
+    if failures:
+      raise failures[0]
   if out_of_space is not None:
     kept = f"the last good checkpoint is step {last}" if last else "no checkpoint was saved"
     raise OutOfSpace(f"no space left writing to {workdir} ({util.free_space(workdir)}; or a quota or file-size "

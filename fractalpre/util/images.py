@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,20 +42,20 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
   path = Path(path)
   if path.stat().st_size == 0:
     raise UnreadableImage("empty file")
-  if Image.MAX_IMAGE_PIXELS is not None and 2 * Image.MAX_IMAGE_PIXELS < max_pixels:
-    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow refuses above twice this: our limit decides
+  if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+    # Pillow warns above this and refuses above twice it; our own limit decides (process-wide, and only
+    # ever raised: a global warnings filter would not be thread-safe, and images are read in threads)
+    Image.MAX_IMAGE_PIXELS = max_pixels
   notes = []
   try:
-    with warnings.catch_warnings():
-      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-      im = Image.open(path)
-      if im.width * im.height > max_pixels:
-        raise UnreadableImage(f"{im.width}x{im.height} is over the pixel limit of {max_pixels}")
-      frames = getattr(im, "n_frames", 1)
-      if frames > 1:
-        notes.append(f"animated: first of {frames} frames")
-      im.load()
-      fmt, quantization = im.format, getattr(im, "quantization", None)  # before any conversion drops them
+    im = Image.open(path)
+    if im.width * im.height > max_pixels:
+      raise UnreadableImage(f"{im.width}x{im.height} is over the pixel limit of {max_pixels}")
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+      notes.append(f"animated: first of {frames} frames")
+    im.load()
+    fmt, quantization = im.format, getattr(im, "quantization", None)  # before any conversion drops them
   except UnreadableImage:
     raise
   except Image.DecompressionBombError as e:  # Pillow's own check, at twice its limit, came first
@@ -65,6 +64,10 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
   except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for unknown, damaged, truncated files
     raise UnreadableImage(f"not a readable image: {e}") from None
   mode = im.mode
+  if mode == "I":
+    lo, hi = int(np.asarray(im).min()), int(np.asarray(im).max())
+    if lo < 0 or hi > 65535:
+      raise UnreadableImage(f"32-bit integer image with values in [{lo}, {hi}]: scale it to 8 or 16 bits first")
   if mode.startswith("I;16") or (mode == "I" and np.asarray(im).max() > 255):
     notes.append("16-bit scaled to 8-bit")
     pixels = np.clip(np.round(np.asarray(im, np.float64) * (255 / 65535)), 0, 255).astype(np.uint8)

@@ -45,7 +45,7 @@ def _compare(config, variables, forward, num_classes=5, seed=1):
   return hub
 
 
-@pytest.mark.parametrize("pool,mup", [("tok", 0), ("gap", 0), ("tok", 48)])
+@pytest.mark.parametrize("pool,mup", [("tok", 0), ("gap", 0), ("tok", 48), ("tok", 96)])  # 96: base = width
 def test_vit_matches_timm_layout(pool, mup):
   config = _config("vit_cpu", 32, pool=pool)
   config.mup.base_width = mup
@@ -174,3 +174,12 @@ def test_export_to_a_folder_writes_timm_s_local_dir_layout(tmp_path):
   assert config["architecture"] == "vit_tiny_patch16_224" and config["num_classes"] == 5
   assert set(config["pretrained_cfg"]) >= {"input_size", "mean", "std", "num_classes"}
   assert load_file(weights)["head.weight"].shape == (5, 96)
+
+
+def test_export_into_the_training_workdir_is_refused(tmp_path, capsys):
+  run = _workdir(tmp_path, _config("vit_cpu", 32), _random_variables(get_model("vit_cpu", 5), 32))
+  before = (run / "config.json").read_text()
+  for out in (run, run / "w.safetensors"):
+    assert cli.main(["export", "--checkpoint", str(run), "--out", str(out)]) == 2
+    assert "is inside the training workdir" in capsys.readouterr().err
+  assert (run / "config.json").read_text() == before

@@ -117,3 +117,16 @@ def test_skipping_unreadable_files_reads_each_file_once_and_says_how_many(damage
   for i in range(len(folder)):  # epochs read only the good files
     folder[i]
   assert len(reads) == 16
+
+
+def test_a_train_folder_without_test_holds_out_the_same_images_from_both_splits(tmp_path):
+  _classes(tmp_path / "train", ["a", "b"], images=5)
+  train = sources.ImageFolder(str(tmp_path), "train", test_fraction=0.4)
+  test = sources.ImageFolder(str(tmp_path), "test", test_fraction=0.4)
+  assert len(train) == 6 and len(test) == 4 and not set(train.files) & set(test.files)
+
+
+def test_integer_images_outside_16_bits_are_refused(tmp_path):
+  Image.fromarray(np.array([[-5, 300]], np.int32), "I").save(tmp_path / "neg.tif")
+  with pytest.raises(util.UnreadableImage, match=r"32-bit integer image with values in \[-5, 300\]"):
+    util.read_image(tmp_path / "neg.tif")
