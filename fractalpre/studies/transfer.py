@@ -1,8 +1,9 @@
-"""Pretrain once, then fine-tune (or linear-probe) on a small real dataset over several seeds, and summarize
+"""Pretrain, then fine-tune (or linear-probe) on a small real dataset over several seeds, and summarize
 with mean, spread and paired differences: the experiments of scripts/pretrain_finetune_demo.py and
 scripts/scaling_backwards.py. A single seed cannot rank two inits whose gap is smaller than the seed-to-seed
 spread, so every comparison here is over seeds, paired by seed (same init noise, data order and
-augmentation for both inits). Every run has its own workdir; a finished one is reused, an interrupted one
+augmentation for both inits), and a study that pretrains several times splits its spread into the part
+from pretraining seeds and the part from fine-tuning seeds (`components`). Every run has its own workdir; a finished one is reused, an interrupted one
 resumes."""
 from __future__ import annotations
 
@@ -65,6 +66,26 @@ def spread(values) -> tuple[float, float]:
 def summary(per_seed: dict[int, dict]) -> dict[str, tuple[float, float]]:
   """{metric: (mean, std)} over seeds."""
   return {k: spread(r[k] for r in per_seed.values()) for k in METRICS}
+
+
+def components(per_pretrain: dict[object, dict[int, dict]], metric: str = "top1") -> dict[str, float]:
+  """Mean and spreads of `metric` over {pretraining seed: {fine-tuning seed: metrics}}: `std` over every run
+  together, `finetune_std` the pooled standard deviation within a pretraining seed, and `pretrain_std` the
+  spread of the pretraining seeds' own effect, the one-way random-effects estimate
+  sqrt(max(0, var(per-pretraining means) - finetune_var / n_finetune)) (the means' variance also carries
+  fine-tuning noise). A spread without two seeds of its kind is NaN."""
+  groups = [np.asarray([r[metric] for r in runs.values()], np.float64) for runs in per_pretrain.values()]
+  values = np.concatenate(groups)
+  nan = float("nan")
+  within = [g.var(ddof=1) for g in groups if len(g) > 1]
+  finetune_var = float(np.mean(within)) if within else nan
+  n_finetune = float(np.mean([len(g) for g in groups]))
+  pretrain_std = nan
+  if len(groups) > 1:
+    means_var = float(np.var([g.mean() for g in groups], ddof=1))
+    pretrain_std = float(np.sqrt(max(0.0, means_var - (finetune_var / n_finetune if within else 0.0))))
+  return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else nan,
+          "pretrain_std": pretrain_std, "finetune_std": float(np.sqrt(finetune_var)), "runs": len(values)}
 
 
 def paired(a: dict[int, dict], b: dict[int, dict]) -> dict[str, tuple[float, float]]:

@@ -1,5 +1,6 @@
 """The seed statistics, and the demo story and the Scaling Backwards script end to end in --quick mode (their
 numbers are not asserted: the structure and every per-seed entry are)."""
+import math
 import json
 import sys
 
@@ -21,6 +22,48 @@ def test_spread_summary_and_paired_differences():
   assert mean == pytest.approx(0.05) and std == pytest.approx(np.std([0.1, 0.0], ddof=1))
   assert transfer.cell((0.05, 0.0707), "top1", signed=True) == "+5.0 ± 7.1"
   assert transfer.cell((0.5, 0.01), "nll") == "0.500 ± 0.010"
+
+
+def _runs(table):
+  return {p: {f: {"top1": v} for f, v in enumerate(row)} for p, row in enumerate(table)}
+
+
+def test_components_split_the_spread_into_pretraining_and_finetuning_seeds():
+  # one-way random-effects ANOVA by hand: groups (0.5, 0.7), (0.6, 0.6), (0.9, 0.7)
+  stats = transfer.components(_runs([[0.5, 0.7], [0.6, 0.6], [0.9, 0.7]]))
+  within = np.mean([np.var(g, ddof=1) for g in ([0.5, 0.7], [0.6, 0.6], [0.9, 0.7])])  # 0.0133
+  between = np.var([0.6, 0.6, 0.8], ddof=1)  # of the group means, 0.0133
+  assert stats["mean"] == pytest.approx(2 / 3) and stats["runs"] == 6
+  assert stats["std"] == pytest.approx(np.std([0.5, 0.7, 0.6, 0.6, 0.9, 0.7], ddof=1))
+  assert stats["finetune_std"] == pytest.approx(math.sqrt(within))
+  assert stats["pretrain_std"] == pytest.approx(math.sqrt(between - within / 2))
+  # pretraining seeds that only shift the level: all of the spread is theirs
+  shifted = transfer.components(_runs([[0.5, 0.5], [0.7, 0.7]]))
+  assert shifted["finetune_std"] == 0 and shifted["pretrain_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+  # group means closer than fine-tuning noise predicts: the estimate is clipped at 0, not imaginary
+  noisy = transfer.components(_runs([[0.2, 0.8], [0.8, 0.2]]))
+  assert noisy["pretrain_std"] == 0 and noisy["finetune_std"] == pytest.approx(np.std([0.2, 0.8], ddof=1))
+  # one pretraining group (scratch), or one fine-tuning seed per group (the probe): that spread is undefined
+  assert math.isnan(transfer.components({"none": {0: {"top1": 0.5}, 1: {"top1": 0.6}}})["pretrain_std"])
+  probe = transfer.components(_runs([[0.5], [0.6], [0.7]]))
+  assert math.isnan(probe["finetune_std"]) and probe["pretrain_std"] == pytest.approx(0.1)
+
+
+def test_scaling_backwards_pretrains_what_each_row_names():
+  module = scripts.load("scaling_backwards")
+  seen = set()
+  for group, value, key in module.cells(tuple(module.ROWS), module.SWEEPS):
+    if not key:
+      continue
+    config = module.pretrain_config(key, 10, seed=2)
+    assert config.seed == config.data.seed == 2 and config.total_steps == 10
+    if group in ("delta", "sigma", "L"):
+      assert config.data.kind == "1p-frac"
+      setting = {"delta": config.data.delta, "sigma": config.data.sigma, "L": config.data.num_classes}
+      base = {"delta": module.BASE["delta"], "sigma": module.BASE["sigma"], "L": module.BASE["classes"]}
+      assert setting == {**base, group: value}
+    seen.add(config.data.kind + str(config.data.get("rendering")))
+  assert seen == {"fractaldbNone", "1p-fracNone", "1p-imggray", "1p-imgedges"}
 
 
 @pytest.fixture
@@ -58,12 +101,24 @@ def test_scaling_backwards_quick(script_main, tmp_path):
   out = json.loads((tmp_path / "results.json").read_text())
   rows = module.cells(module.QUICK_ROWS, module.QUICK_SWEEPS)
   assert set(out["results"]) == {f"{g}={v}" for g, v, _ in rows}
+  metrics = {"top1", "nll", "ece"}
+  # {pretraining seed: {fine-tuning seed: metrics}}: 2 x 2 fine-tunes and one probe per pretraining seed
+  frac = out["results"]["rows=1p-frac"]
+  assert {p: set(runs) for p, runs in frac["finetune"].items()} == {"0": {"0", "1"}, "1": {"0", "1"}}
+  assert {p: set(runs) for p, runs in frac["probe"].items()} == {"0": {"0"}, "1": {"0"}}
+  # scratch: no pretraining, as many fine-tuning runs as a pretrained cell, a probe per random init
+  scratch = out["results"]["rows=scratch"]
+  assert {p: set(runs) for p, runs in scratch["finetune"].items()} == {"none": {"0", "1", "2", "3"}}
+  assert {p: set(runs) for p, runs in scratch["probe"].items()} == {"none": {"0", "1"}}
   for cell in out["results"].values():
-    assert set(cell) == {"finetune", "probe"} and all(set(cell[m]) == {"0", "1"} for m in cell)
-  table = (tmp_path / "table.md").read_text().splitlines()
-  assert len([line for line in table if line.startswith("| ") and "±" in line]) == len(rows)
-  assert "| FractalDB |" in "\n".join(table) and "| 1p-img edges |" in "\n".join(table)
+    assert all(set(r) == metrics for mode in cell.values() for runs in mode.values() for r in runs.values())
+  # the pretraining seeds pretrained apart, and their fine-tunes differ
+  assert (tmp_path / "pretrain" / module.ROWS["1p-frac"] / "seed1").is_dir()
+  assert frac["finetune"]["0"] != frac["finetune"]["1"]
+  table = (tmp_path / "table.md").read_text()
+  lines = [line for line in table.splitlines() if line.startswith("| ") and "±" in line]
+  assert len(lines) == len(rows) and "| scratch |" in lines[0] and "| — / " in lines[0]
+  assert "2 pretraining seeds x 2 fine-tuning seeds" in table and "of the 1 pretrainings" in table
   assert (tmp_path / "sweeps.png").stat().st_size > 0
   # rows that share a pretraining share its runs: Delta = 0.3 and L = 16 are the 1p-frac row itself
-  assert out["results"]["delta=0.3"] == out["results"]["L=16"] == out["results"]["rows=1p-frac"]
-  assert out["results"]["rows=FractalDB"] != out["results"]["rows=1p-frac"]
+  assert out["results"]["delta=0.3"] == out["results"]["L=16"] == frac
