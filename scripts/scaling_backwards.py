@@ -142,14 +142,19 @@ def plot(path: Path, results: dict, sweeps: dict) -> None:
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
   for ax, group, xlabel in ((axes[0], "delta", "Delta"), (axes[1], "L", "L (categories)")):
     values = list(sweeps[group])
-    for mode, label in (("finetune", "fine-tune"), ("probe", "linear probe")):
+    for mode, label, color in (("finetune", "fine-tune", "C0"), ("probe", "linear probe", "C1")):
       stats = [transfer.components(results[f"{group}={v}"][mode]) for v in values]
       ax.errorbar(values, [100 * s["mean"] for s in stats], yerr=[100 * s["std"] for s in stats], marker="o",
-                  capsize=3, label=label)
+                  capsize=3, label=label, color=color)
+      if "rows=scratch" in results:
+        ax.axhline(100 * transfer.components(results["rows=scratch"][mode])["mean"], color=color, ls="--",
+                   lw=1, label=f"{label}, scratch")
     ax.set_xscale("log")
+    ax.set_xticks(values, [str(v) for v in values])
+    ax.minorticks_off()
     ax.set_xlabel(xlabel)
     ax.set_ylabel("digits top-1 (%)")
-    ax.legend()
+    ax.legend(fontsize=7)
   fig.suptitle("1p-frac sweeps at CPU scale (mean ± std over pretraining and fine-tuning seeds)")
   fig.tight_layout()
   fig.savefig(path, dpi=100)
