@@ -83,7 +83,7 @@ def components(per_pretrain: dict[object, dict[int, dict]], metric: str = "top1"
   pretrain_std = nan
   if len(groups) > 1:
     means_var = float(np.var([g.mean() for g in groups], ddof=1))
-    pretrain_std = float(np.sqrt(max(0.0, means_var - (finetune_var / n_finetune if within else 0.0))))
+    pretrain_std = float(np.sqrt(np.maximum(0.0, means_var - (finetune_var / n_finetune if within else 0.0))))  # NaN stays NaN
   return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else nan,
           "pretrain_std": pretrain_std, "finetune_std": float(np.sqrt(finetune_var)), "runs": len(values)}
 
