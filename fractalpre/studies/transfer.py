@@ -3,8 +3,8 @@ with mean, spread and paired differences: the experiments of scripts/pretrain_fi
 scripts/scaling_backwards.py. A single seed cannot rank two inits whose gap is smaller than the seed-to-seed
 spread, so every comparison here is over seeds, paired by seed (same init noise, data order and
 augmentation for both inits), and a study that pretrains several times splits its spread into the part
-from pretraining seeds and the part from fine-tuning seeds (`components`). Every run has its own workdir; a finished one is reused, an interrupted one
-resumes."""
+from pretraining seeds and the part from fine-tuning seeds (`components`). Every run has its own workdir;
+a finished one is reused, an interrupted one resumes."""
 from __future__ import annotations
 
 import os
@@ -83,7 +83,8 @@ def components(per_pretrain: dict[object, dict[int, dict]], metric: str = "top1"
   pretrain_std = nan
   if len(groups) > 1:
     means_var = float(np.var([g.mean() for g in groups], ddof=1))
-    pretrain_std = float(np.sqrt(np.maximum(0.0, means_var - (finetune_var / n_finetune if within else 0.0))))  # NaN stays NaN
+    excess = means_var - (finetune_var / n_finetune if within else 0.0)
+    pretrain_std = float(np.sqrt(np.maximum(0.0, excess)))  # np.maximum keeps a NaN; max(0, nan) is 0
   return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else nan,
           "pretrain_std": pretrain_std, "finetune_std": float(np.sqrt(finetune_var)), "runs": len(values)}
 
