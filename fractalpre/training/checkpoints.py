@@ -12,7 +12,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from fractalpre import util
-from fractalpre.util import UsageError
+from fractalpre.util import UsageError, provenance
 
 
 class Checkpoints:
@@ -71,6 +71,11 @@ def load_state(path: str | Path, flag: str = "init_from") -> dict:
   """The train state (`params`, `batch_stats`, ...) of the newest loadable checkpoint under a workdir (or
   its checkpoints/ folder), as NumPy arrays, without knowing the optimizer that wrote it. Errors name
   `flag`, the setting the user gave the path with."""
+  return newest_state(path, flag)[1]
+
+
+def newest_state(path: str | Path, flag: str = "init_from") -> tuple[int, dict]:
+  """(step, train state) of `load_state`."""
   path = Path(path).absolute()
   if not path.is_dir():
     raise UsageError(f"{flag} {path} is not a folder (give a training workdir or its checkpoints/ folder)")
@@ -81,7 +86,15 @@ def load_state(path: str | Path, flag: str = "init_from") -> dict:
                           lambda step: f"left it in place in {directory}")
   if found is None:
     raise UsageError(f"{flag} {path} holds no loadable checkpoint")
-  return found[1]["state"]
+  return found[0], found[1]["state"]
+
+
+def fingerprint(step: int, state: dict) -> str:
+  """'step N, parameters DIGEST' of a loaded checkpoint: what a result made from it records
+  (util.provenance), so that a checkpoint trained further, replaced or deleted is noticed."""
+  import flax
+  flat = flax.traverse_util.flatten_dict(dict(state["params"]), sep="/")
+  return f"step {step}, parameters {provenance.arrays_digest(sorted(flat.items()))}"
 
 
 def newest_loadable(manager: ocp.CheckpointManager, args, on_damage) -> tuple[int, dict] | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import ml_collections
 
 from fractalpre.util import UsageError, usage_errors
+from fractalpre.util.provenance import flatten
 
 
 def config_path(spec: str) -> str:
@@ -65,14 +66,3 @@ def unknown_override(argv: list[str], prog: str = "fractalpre.train") -> str | N
         hint = f"; did you mean {', '.join(near)}?" if near else f"; known keys: {', '.join(sorted(keys))}"
         return f"{prog}: error: unknown config key {key!r}{hint}"
   return None
-
-
-def flatten(tree, prefix: str = "") -> dict:
-  """{dotted key: value} of a nested config (a ConfigDict or the dict of its config.json)."""
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, (dict, ml_collections.ConfigDict)):
-      out.update(flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out

@@ -1,9 +1,11 @@
-"""A training run's folder: one trainer at a time, and only the config it was started with.
+"""A training run's folder: one trainer at a time, and only the run it was started as.
 
-A re-run resumes, so a workdir must not be re-used by a different run: its checkpoints would not load
-into the new state (or, worse, a later `init_from` would load the old model). Keys that change only how
-a run is watched or paced may differ between sessions; any other difference is refused, naming the keys,
-unless the caller asks to restart, which moves the old run aside (never deletes it).
+A re-run resumes (or, when finished, reuses the result), so a workdir must not be re-used by a different
+run: its checkpoints would not load into the new state, or a probe's score would stand for a checkpoint that
+has changed since. The workdir records the run's fingerprint (util.provenance: the config, a digest of each
+input it reads, the package version). Keys that change only how a run is watched or paced may differ between
+sessions; any other difference is refused, naming it, unless the caller asks to restart, which moves the
+old run aside (never deletes it).
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ import jax
 import ml_collections
 
 from fractalpre import util
-from fractalpre.training.config_files import flatten
+from fractalpre.training import checkpoints
+from fractalpre.util import provenance
 
 CONFIG = "config.json"
 REPLACED = "replaced_runs"
@@ -27,19 +30,34 @@ HARMLESS = ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints", 
             "tensorboard", "wandb.project", "wandb.mode", "wandb.name", "progress_unit", "data.workers", "data.prefetch")
 
 
-def config_differences(old: dict, new: dict, harmless: tuple[str, ...] = ()) -> list[str]:
-  """'key: old -> new' for every key (dotted) whose value changes the run, sorted."""
-  old, new = flatten(old), flatten(new)
-  missing = object()
-  out = []
-  for key in sorted(set(old) | set(new)):
-    a, b = old.get(key, missing), new.get(key, missing)
-    if a is missing and (b is None or b is False):  # a key added since the run started, not set or off: as before
-      continue
-    if a != b and key not in HARMLESS + harmless:
-      show = lambda v: "(absent)" if v is missing else json.dumps(v)
-      out.append(f"{key}: {show(a)} -> {show(b)}")
+INPUT_KEYS = ("path", "image", "data_dir")  # config keys (at any depth) that name a file or folder a run reads
+
+
+def input_digests(config) -> dict[str, str]:
+  """{key: content digest} of what a run reads besides its config: init_from's checkpoint (its step and a
+  digest of its parameters), and every file or folder a `*.path`, `*.image` or `*.data_dir` key names (a
+  file's bytes, a folder's listing). A key naming nothing on disk (a bundled photo's name) has none."""
+  out = {}
+  if config.get("init_from"):
+    step, state = checkpoints.newest_state(config.init_from)
+    out["init_from"] = checkpoints.fingerprint(step, state)
+  for key, value in provenance.flatten(config).items():
+    if key.rsplit(".", 1)[-1] in INPUT_KEYS and isinstance(value, str) and value:
+      path = Path(value).expanduser()
+      if path.is_file():
+        out[key] = f"file {provenance.file_digest(path)}"
+      elif path.is_dir():
+        out[key] = f"folder listing {provenance.listing_digest(path)}"
   return out
+
+
+def started(workdir: Path) -> bool:
+  """Whether a run in this folder has done any work (a checkpoint or a metrics line): one that has not (a
+  start refused after its config was recorded) blocks nothing."""
+  steps = workdir / "checkpoints"
+  has_step = steps.is_dir() and any(p.name.isdigit() for p in steps.iterdir())
+  metrics = workdir / "metrics.jsonl"
+  return has_step or (metrics.is_file() and metrics.stat().st_size > 0)
 
 
 def _move_old_run_aside(workdir: Path) -> Path:
@@ -57,9 +75,12 @@ def _move_old_run_aside(workdir: Path) -> Path:
 
 def claim(workdir: str | os.PathLike, config: ml_collections.ConfigDict, restart: bool = False,
           harmless: tuple[str, ...] = ()):
-  """Checks and locks WORKDIR for this run (process 0; the others only read) and records its config.
-  `harmless`: the task's own keys that a resumed run may change, besides HARMLESS. Returns the held lock
-  (None on other processes): release it when the run ends."""
+  """Checks and locks WORKDIR for this run (process 0; the others only read) and records its config and its
+  fingerprint (util.provenance: the config, a digest of every input it reads (`input_digests`), the package
+  version). A folder whose recorded fingerprint differs is refused, naming what changed, unless
+  `restart` moves the old run aside; one that never saved anything is simply taken over. `harmless`: the
+  task's own keys that a resumed run may change, besides HARMLESS. Returns the held lock (None on other
+  processes): release it when the run ends."""
   workdir = Path(workdir)
   util.check_folder(workdir, "--workdir")
   if jax.process_index() != 0:
@@ -67,21 +88,27 @@ def claim(workdir: str | os.PathLike, config: ml_collections.ConfigDict, restart
   workdir.mkdir(parents=True, exist_ok=True)
   lock = util.FolderLock(workdir, "trainer").acquire()
   try:
-    new = json.loads(config.to_json())
+    record = provenance.fingerprint(json.loads(config.to_json()), input_digests(config))
     path = workdir / CONFIG
-    if path.exists():
-      try:
-        old = json.loads(path.read_text())
-      except ValueError:
-        old = {"(unreadable config.json)": True}
-      differences = config_differences(old, new, harmless)
+    if path.exists() and started(workdir):
+      old = provenance.read(workdir)
+      unknown = old is None  # a run from before fingerprints: its config is all that is known
+      if unknown:
+        try:
+          old = {**record, "config": json.loads(path.read_text())}
+        except ValueError:
+          old = {**record, "config": {"(unreadable config.json)": True}}
+      differences = provenance.differences(old, record, HARMLESS + harmless)
+      if unknown:
+        differences.append(f"no {provenance.FILE} records its inputs and package version")
       if differences and not restart:
         raise util.UsageError(
-            f"--workdir {workdir} holds a run with another config ({'; '.join(differences)}); use a new "
+            f"--workdir {workdir} holds a run with another config or inputs ({'; '.join(differences)}); use a new "
             "--workdir, or --restart to move the old run aside and start over")
       if differences:
         print(f"moved the earlier run in {workdir} to {_move_old_run_aside(workdir)}", flush=True)
     util.write_atomic(path, config.to_json(indent=1) + "\n")
+    provenance.write(workdir, record)
   except BaseException:
     lock.release()
     raise

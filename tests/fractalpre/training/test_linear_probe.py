@@ -1,8 +1,11 @@
 """The linear probe measures features: its result does not depend on their scale, it fits separable
 features, and its regularisation is chosen on the training labels alone."""
+import shutil
+
 import numpy as np
 import pytest
 
+from fractalpre import util
 from fractalpre.configs import linear_probe as probe_config
 from fractalpre.training import classification, linear_probe, metric_writer
 
@@ -51,3 +54,23 @@ def test_the_probe_config_runs_as_a_workdir_and_is_reused(tmp_path):
   assert 0.1 < first["eval_top1"] <= 1.0 and first["eval_C"] in linear_probe.C_GRID
   assert [r["step"] for r in metric_writer.read(tmp_path)] == [0]
   assert classification.train_and_evaluate(config, tmp_path, progress=False) == first  # reused, not refit
+
+
+def test_a_finished_probe_is_reused_only_while_its_checkpoint_is_the_same(tmp_path):
+  from tests.fractalpre.training.test_trainer import tiny_config
+  pre = tmp_path / "pre"
+  classification.train_and_evaluate(tiny_config(total_steps=2), pre, progress=False)
+  config = probe_config.get_config(f"dataset=digits,labels_per_class=5,image_size=16,init_from={pre}")
+  config.model = tiny_config().model
+  first = classification.train_and_evaluate(config, tmp_path / "probe", progress=False)
+  assert classification.train_and_evaluate(config, tmp_path / "probe", progress=False) == first
+  # trained further: the probe's score no longer describes it
+  classification.train_and_evaluate(tiny_config(total_steps=4, checkpoint_every=4), pre, progress=False)
+  with pytest.raises(util.UsageError, match=r"holds a run with another config or inputs \(init_from: \"step 2, "
+                                              r"parameters [0-9a-f]{16}\" -> \"step 4, parameters [0-9a-f]{16}\"\); "
+                                              r"use a new --workdir, or --restart"):
+    classification.train_and_evaluate(config, tmp_path / "probe", progress=False)
+  # deleted: one line naming init_from
+  shutil.rmtree(pre)
+  with pytest.raises(util.UsageError, match=rf"^init_from {pre} is not a folder"):
+    classification.train_and_evaluate(config, tmp_path / "probe", progress=False)

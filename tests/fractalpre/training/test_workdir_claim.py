@@ -18,7 +18,7 @@ def test_a_workdir_with_another_config_is_refused_untouched_unless_restarted(tmp
   classification.train_and_evaluate(tiny_config(), tmp_path, progress=False)
   before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
   lion = tiny_config(**{"optim.optimizer": "lion", "optim.lr": 1e-4})
-  with pytest.raises(util.UsageError, match=r"holds a run with another config \(optim\.lr: 0\.001 -> 0\.0001; "
+  with pytest.raises(util.UsageError, match=r"holds a run with another config or inputs \(optim\.lr: 0\.001 -> 0\.0001; "
                                               r"optim\.optimizer: \"adamw\" -> \"lion\"\); use a new --workdir, or "
                                               r"--restart"):
     classification.train_and_evaluate(lion, tmp_path, progress=False)
