@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 
 import fractalpre
 from fractalpre import util
+from fractalpre.util import provenance
 from superres.curation import curate, scoring, table
 
 
@@ -26,7 +28,20 @@ def _score(args) -> None:
   print(f"{args.out}: {len(rows)} files, {errors} with errors")
 
 
+def _check_thresholds(args) -> None:
+  """Each curation threshold a finite number in its range: a NaN rule would keep or drop everything."""
+  bounds = {"min_segments": (0, None), "max_blockiness": (0, None), "min_quality": (0, 100), "min_megapixels": (0, None)}
+  for key, (low, high) in bounds.items():
+    value = getattr(args, key)
+    if value is None:
+      continue
+    allowed = f"[{low}, {high}]" if high is not None else f">= {low}"
+    if not math.isfinite(value) or value < low or (high is not None and value > high):
+      raise ValueError(f"--{key.replace('_', '-')} must be a finite number {allowed}, got {value:g}")
+
+
 def _curate(args) -> None:
+  _check_thresholds(args)
   rows = table.read(args.scores)
   if args.strata and args.strata_by not in scoring.SCORE_COLUMNS:
     raise ValueError(f"--strata-by must be one of {scoring.SCORE_COLUMNS}, got {args.strata_by!r}")
@@ -38,34 +53,46 @@ def _curate(args) -> None:
   kept = sum(d["keep"] for d in decisions)
   if out.suffix in curate.MANIFEST_SUFFIXES:
     curate.write_manifest(decisions, out, scoring.COLUMNS)
-  elif args.format == "tfds":
-    _write_tfds(decisions, out)
   else:
-    curate.write_folder(decisions, out, args.link)
+    settings = {k: getattr(args, k) for k in ("min_segments", "max_blockiness", "min_quality", "min_megapixels",
+                                               "dedup", "dedup_threshold", "strata", "strata_by", "link", "format")}
+    record = provenance.fingerprint(settings, {"scores": provenance.file_digest(args.scores)})
+    with util.OutputFolder(out, "superres curate", record, args.replace) as folder:
+      if args.format == "tfds":
+        _write_tfds(decisions, folder)
+      else:
+        curate.write_folder(decisions, folder, args.link)
   print(f"{out}: kept {kept} of {len(decisions)}")
 
 
-def _write_tfds(decisions, out: Path) -> None:
+TFDS_METADATA = ("dataset_info.json", "features.json")  # what tfds.folder_dataset.write_metadata writes
+
+
+def _write_tfds(decisions, folder: util.OutputFolder) -> None:
   """Kept images as one TFDS split (PNG-encoded RGB, the source path, the stratum or -1)."""
   import tensorflow_datasets as tfds
 
   from fractalpre.fractals import writers
-  util.check_folder(out, "--out")
   features = tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(None, None, 3)),
                                          "path": tfds.features.Text(), "stratum": tfds.features.Scalar(dtype=np.int64)})
   kept = [d for d in decisions if d["keep"]]
-  out.mkdir(parents=True, exist_ok=True)
+  curate.output_names(decisions)  # the same refusals as a folder: rows outside the scored folder
   shards, lengths, per_shard = [], [], 256
   count = max(1, -(-len(kept) // per_shard))
-  for k in range(count):
+  names = [writers.tfds_shard_name("superres_curated", k, count) for k in range(count)]
+  for name in names + list(TFDS_METADATA):
+    folder.claim(name)
+  folder.begin()
+  for k, name in enumerate(names):
     part = kept[k * per_shard:(k + 1) * per_shard]
-    path = out / writers.tfds_shard_name("superres_curated", k, count)
+    path = folder.folder / name
     examples = [{"image": io.BytesIO(util.png_bytes(scoring.load_rgb(Path(d["path"]))[0])), "path": d["path"],
                  "stratum": -1 if d.get("stratum") is None else int(d["stratum"])} for d in part]
     writers.write_tfds_shard(features, examples, path)
     shards.append(path)
     lengths.append(len(part))
-  writers.write_tfds_metadata(out, features, {"train": (shards, lengths)}, "images kept by superres curate")
+  writers.write_tfds_metadata(folder.folder, features, {"train": (shards, lengths)}, "images kept by superres curate")
+  folder.finish()
 
 
 def _estimate(args) -> None:
@@ -156,6 +183,8 @@ def main(argv=None) -> int:
   c.add_argument("--dedup-threshold", type=int, default=10, help="Hamming distance of 64-bit hashes")
   c.add_argument("--strata", type=int, default=0, help="split kept images into K quantile strata")
   c.add_argument("--strata-by", default="segments", help="score column the strata are quantiles of")
+  c.add_argument("--replace", action="store_true",
+                 help="--out holds an earlier curation with other settings or scores: replace it")
   c.set_defaults(run=_curate)
   e = sub.add_parser("estimate-quality", help="dataset-level JPEG quality from blockiness (DiverSeg)")
   e.add_argument("scores", metavar="SCORES", help="the score table of the images to judge")

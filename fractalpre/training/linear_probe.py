@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fractalpre import util
 from fractalpre.data import host_pipeline, registry
 from fractalpre.training import checkpoints, classification_scores, init_from, metric_writer, workdir_claim
 
@@ -42,8 +43,8 @@ def choose_c(x: np.ndarray, y: np.ndarray, seed: int, grid=C_GRID, folds: int = 
   from sklearn.model_selection import StratifiedKFold
   folds = min(folds, int(np.bincount(y).min()))
   if folds < 2:
-    raise ValueError("the linear probe needs at least 2 training labels of every class to choose its "
-                     "regularisation; use more labels per class")
+    raise util.UsageError("the linear probe needs at least 2 training labels of every class to choose its "
+                          "regularisation; use more labels per class")
   splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y))
   scores = {}
   for c in grid:
@@ -87,12 +88,16 @@ def probe_and_evaluate(config, workdir: str | os.PathLike, restart: bool = False
   eval_top1 / eval_nll / eval_ece / eval_C / eval_train_top1. A finished probe is reused."""
   from fractalpre.training import classification
   workdir = Path(workdir)
+  with util.usage_errors():  # the data settings, checked before the workdir is claimed
+    train, test = registry.get_source(config.data, "train"), registry.get_source(config.data, "test")
+  if train.num_classes < 2:
+    raise util.UsageError(f"the linear probe needs at least 2 classes, and {config.data.get('path') or config.data.kind} "
+                          f"has {train.num_classes}")
   lock = workdir_claim.claim(workdir, config, restart)
   try:
     done = metric_writer.read(workdir) if (workdir / "metrics.jsonl").exists() else []
     if done:
       return {k: v for k, v in done[-1].items() if k != "step"}
-    train, test = registry.get_source(config.data, "train"), registry.get_source(config.data, "test")
     shape = (1, config.image_size, config.image_size, 3)
     probe_model = classification.model_from_config(config, 1)
     width = jax.eval_shape(probe_model.init, jax.random.key(0), jnp.zeros(shape))["params"]["head"]["kernel"].shape[0]
@@ -109,6 +114,9 @@ def probe_and_evaluate(config, workdir: str | os.PathLike, restart: bool = False
     variables = {**variables, "params": params}
     train_x, train_y = features(model, variables, train, config.image_size)
     test_x, test_y = features(model, variables, test, config.image_size)
+    if not (np.isfinite(train_x).all() and np.isfinite(test_x).all()):
+      raise util.UsageError(f"init_from {config.init_from}: the model's features are not finite (NaN or infinite "
+                            "parameters, as a diverged run leaves them); probe an earlier or another checkpoint")
     scores = probe(train_x, train_y, test_x, test_y, train.num_classes, config.seed)
     record = {f"eval_{k}": v for k, v in scores.items()}
     writer = metric_writer.MetricWriter(workdir, tensorboard=False)

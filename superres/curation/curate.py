@@ -85,23 +85,41 @@ def write_manifest(decisions: list[dict], path: str | os.PathLike, columns: list
     table.write(path, decisions, MANIFEST_COLUMNS + [c for c in columns if c != "path"])
 
 
-def write_folder(decisions: list[dict], out: str | os.PathLike, link: str = "copy") -> int:
-  """Kept images into out/ (out/stratum_K/ when stratified), names made unique by their parent folder.
-  Each file is placed atomically (fractalpre.util); files already there are left alone."""
-  if link not in LINKS:
-    raise ValueError(f"link must be one of {LINKS}, got {link!r}")
-  out = Path(out)
-  count = 0
+def output_names(decisions: list[dict]) -> list[tuple[dict, str]]:
+  """(decision, name in the output folder) of every kept image: its path relative to the folder it was
+  scored under (prefixed stratum_K/ when stratified), so two images never share a name. A row outside that
+  folder (a hand-edited table) or without it (a table of an older `superres score`) is refused: curate copies
+  only what it scored."""
+  out = []
   for d in decisions:
     if not d["keep"]:
       continue
-    src = Path(d["path"])
-    folder = out / (f"stratum_{d['stratum']}" if d.get("stratum") is not None else "")
-    folder.mkdir(parents=True, exist_ok=True)
-    dst = folder / f"{src.parent.name}__{src.name}"
-    count += 1
-    if dst.exists() or dst.is_symlink():
+    if not d.get("root"):
+      raise util.UsageError(f"the score table has no root folder for {d['path']} (written by an older superres "
+                            "score); score the folder again: unchanged rows are reused")
+    try:
+      name = Path(d["path"]).relative_to(d["root"])
+    except ValueError:
+      raise util.UsageError(f"the score table lists {d['path']}, which is outside the folder it scored "
+                            f"({d['root']}); curate copies only files under that folder") from None
+    if ".." in name.parts:
+      raise util.UsageError(f"the score table lists {d['path']}, which leaves the folder it scored ({d['root']})")
+    stratum = d.get("stratum")
+    out.append((d, (f"stratum_{stratum}/" if stratum is not None else "") + name.as_posix()))
+  return out
+
+
+def write_folder(decisions: list[dict], folder: util.OutputFolder, link: str = "copy") -> int:
+  """Kept images into the output folder (util.OutputFolder) at their names from `output_names`, each placed
+  atomically; images a stopped run of the same curation placed already are kept. Returns how many."""
+  if link not in LINKS:
+    raise ValueError(f"link must be one of {LINKS}, got {link!r}")
+  named = [(Path(d["path"]), folder.claim(name, d["path"])) for d, name in output_names(decisions)]
+  folder.begin()
+  for src, dst in named:
+    if folder.reusable and (dst.exists() or dst.is_symlink()):
       continue
+    dst.parent.mkdir(parents=True, exist_ok=True)
     with util.atomic_path(dst) as tmp:
       if link == "copy":
         shutil.copy2(src, tmp)
@@ -109,4 +127,5 @@ def write_folder(decisions: list[dict], out: str | os.PathLike, link: str = "cop
         tmp.symlink_to(src.resolve())
       else:
         os.link(src, tmp)
-  return count
+  folder.finish()
+  return len(named)

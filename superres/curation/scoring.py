@@ -27,7 +27,7 @@ from superres.curation import metrics, table
 
 COLUMNS = ["path", "size_bytes", "mtime_ns", "max_pixels", "format", "width", "height", "megapixels",
            "jpeg_quality", "jpeg_quality_exact", "blockiness", "sharpness", "entropy", "flat_fraction", "segments",
-           "phash", "note", "error"]
+           "phash", "note", "error", "root"]
 SCORE_COLUMNS = ["megapixels", "jpeg_quality", "blockiness", "sharpness", "entropy", "flat_fraction", "segments"]
 DEFAULT_MAX_PIXELS = 200_000_000
 SAVE_EVERY = 200
@@ -179,8 +179,8 @@ def score_folder(root: str | os.PathLike, out: str | os.PathLike, workers: int |
   workers = workers or os.cpu_count()
   last_save = time.time()
 
-  def save():
-    table.write(out, [rows[k] for k in sorted(rows)], COLUMNS)
+  def save():  # every row names the folder it was scored under: curate copies only files inside it
+    table.write(out, [{**rows[k], "root": str(root.resolve())} for k in sorted(rows)], COLUMNS)
 
   with tqdm(total=len(files), initial=len(files) - len(todo), unit="img", disable=not progress) as bar:
     if todo:
@@ -194,4 +194,4 @@ def score_folder(root: str | os.PathLike, out: str | os.PathLike, workers: int |
             save()
             last_save = time.time()
   save()
-  return [rows[k] for k in sorted(rows)]
+  return [{**rows[k], "root": str(root.resolve())} for k in sorted(rows)]

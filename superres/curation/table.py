@@ -9,7 +9,7 @@ from pathlib import Path
 from fractalpre import util
 
 FORMATS = (".csv", ".parquet")
-TEXT_COLUMNS = {"path", "format", "phash", "note", "error", "reason"}  # never parsed as numbers
+TEXT_COLUMNS = {"path", "root", "format", "phash", "note", "error", "reason"}  # never parsed as numbers
 
 
 def _check(path: Path) -> None:

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fractalpre import util
 from superres import cli
-from superres.curation import metrics, quality, table
+from superres.curation import metrics, quality, scoring, table
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +109,73 @@ def test_curate_reasons_dedup_strata_and_outputs(folder, tmp_path):
   assert all(d["entropy"] >= low for d in kept if d["stratum"] == 1)
   out = tmp_path / "curated"
   assert cli.main(["curate", str(scores), "--out", str(out), "--max-blockiness", "40", "--link", "symlink"]) == 0
-  linked = sorted(p.name for p in out.iterdir())
-  assert f"{folder.name}__p0.png" in linked
+  linked = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_symlink())
+  assert "p0.png" in linked and "sub/p0_small.jpg" in linked  # names are paths under the scored folder
   assert not any(n.endswith("p1_q30.jpg") for n in linked)
-  assert all((out / n).is_symlink() for n in linked)
+  held = json.loads((out / util.output_folder.MANIFEST).read_text())["files"]
+  assert held == linked
+
+
+def _two_folders_of_one_name(tmp_path):
+  photo = quality.bundled_photos(["coins"])[0][:64, :64]
+  for parent in ("p", "q"):
+    (tmp_path / "in" / parent / "x").mkdir(parents=True)
+    Image.fromarray(photo if parent == "p" else 255 - photo).save(tmp_path / "in" / parent / "x" / "img.png")
+  scores = tmp_path / "scores.csv"
+  assert cli.main(["score", str(tmp_path / "in"), "--out", str(scores), "--quiet", "--workers", "1"]) == 0
+  return scores
+
+
+def test_curate_keeps_images_of_one_name_apart_and_a_rerun_holds_exactly_its_result(tmp_path, capsys):
+  scores = _two_folders_of_one_name(tmp_path)
+  out = tmp_path / "out"
+  assert cli.main(["curate", str(scores), "--out", str(out)]) == 0
+  for parent in ("p", "q"):
+    assert (out / parent / "x" / "img.png").read_bytes() == (tmp_path / "in" / parent / "x" / "img.png").read_bytes()
+  # the same command again: nothing to do, the same folder
+  before = {p: p.read_bytes() for p in out.rglob("*.png")}
+  assert cli.main(["curate", str(scores), "--out", str(out)]) == 0
+  assert {p: p.read_bytes() for p in out.rglob("*.png")} == before
+  # stricter, into the same folder: refused, naming what changed, the folder untouched
+  rows = table.read(scores)
+  segments = sorted(r["segments"] for r in rows)
+  strict = ["curate", str(scores), "--out", str(out), "--min-segments", str(segments[1])]
+  capsys.readouterr()
+  assert cli.main(strict) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and f"holds the result of another superres curate (min_segments: null -> {segments[1]:g}" \
+      in err[0].replace(".0)", ")") and "add --replace" in err[0], err
+  assert {p: p.read_bytes() for p in out.rglob("*.png")} == before
+  # with --replace it holds exactly the new result: the dropped image is gone
+  if segments[0] == segments[1]:
+    pytest.skip("both images have the same segment count")
+  assert cli.main(strict + ["--replace"]) == 0
+  kept = [r["path"] for r in rows if r["segments"] >= segments[1]]
+  assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == sorted(
+      str(Path(p).relative_to(tmp_path / "in")) for p in kept)
+
+
+def test_curate_copies_only_files_under_the_folder_it_scored(tmp_path, capsys):
+  scores = _two_folders_of_one_name(tmp_path)
+  rows = table.read(scores)
+  rows[0]["path"] = "/etc/passwd"
+  table.write(scores, rows, scoring.COLUMNS)
+  assert cli.main(["curate", str(scores), "--out", str(tmp_path / "out")]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f"superres curate: error: the score table lists /etc/passwd, which is outside the folder it scored "
+                 f"({(tmp_path / 'in').resolve()}); curate copies only files under that folder"]
+  assert not any((tmp_path / "out").rglob("*passwd*"))
+
+
+def test_curate_never_writes_into_a_folder_it_does_not_own(tmp_path, capsys):
+  scores = _two_folders_of_one_name(tmp_path)
+  workdir = tmp_path / "run"
+  (workdir / "checkpoints").mkdir(parents=True)
+  (workdir / "config.json").write_text("{}")
+  assert cli.main(["curate", str(scores), "--out", str(workdir)]) == 2
+  err = capsys.readouterr().err.strip()
+  assert "holds a training workdir that superres curate did not write (checkpoints, config.json)" in err
+  assert sorted(p.name for p in workdir.iterdir()) == ["checkpoints", "config.json"]
 
 
 def test_estimate_quality_and_report(folder, tmp_path, capsys):
@@ -132,6 +196,11 @@ def test_estimate_quality_and_report(folder, tmp_path, capsys):
     (["score", ".", "--out", "x.csv", "--workers", "0"], "--workers must be >= 1, got 0"),
     (["curate", "missing.csv", "--out", "m.csv"], "score table missing.csv does not exist"),
     (["curate", "s.csv", "--out", "m.csv", "--dedup-threshold", "64"], r"--dedup-threshold must be in \[0, 63\]"),
+    (["curate", "s.csv", "--out", "m", "--min-quality", "150"], r"--min-quality must be a finite number \[0, 100\], got 150"),
+    (["curate", "s.csv", "--out", "m", "--min-quality", "nan"], r"--min-quality must be a finite number \[0, 100\], got nan"),
+    (["curate", "s.csv", "--out", "m", "--min-segments", "nan"], r"--min-segments must be a finite number >= 0, got nan"),
+    (["curate", "s.csv", "--out", "m", "--max-blockiness", "-1"], r"--max-blockiness must be a finite number >= 0, got -1"),
+    (["curate", "s.csv", "--out", "m", "--min-megapixels", "inf"], r"--min-megapixels must be a finite number >= 0, got inf"),
 ])
 def test_bad_usage_exits_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)

@@ -11,6 +11,7 @@ import skimage.data
 import skimage.metrics
 from PIL import Image
 
+from fractalpre import util
 from fractalpre.training import metric_writer
 from fractalpre.training import config_files
 from superres import cli
@@ -221,8 +222,11 @@ def test_tfds_source_reads_a_curated_tfds_dataset(tmp_path):
   rows = []
   for i, image in enumerate(images):
     Image.fromarray(image).save(tmp_path / f"{i}.png")
-    rows.append({"path": str(tmp_path / f"{i}.png"), "keep": True})
-  cli._write_tfds(rows, tmp_path / "curated")  # what `superres curate --format tfds` writes
+    rows.append({"path": str(tmp_path / f"{i}.png"), "root": str(tmp_path), "keep": True})
+  with util.OutputFolder(tmp_path / "curated", "superres curate", {}) as folder:
+    cli._write_tfds(rows, folder)  # what `superres curate --format tfds` writes
+  held = json.loads((tmp_path / "curated" / util.output_folder.MANIFEST).read_text())["files"]
+  assert held == sorted(p.name for p in (tmp_path / "curated").iterdir() if p.name != util.output_folder.MANIFEST)
   source = data.get_source(ml_collections.ConfigDict(dict(kind="tfds", name=str(tmp_path / "curated"),
                                                           split="train")))
   assert len(source) == 2
