@@ -124,37 +124,58 @@ def _report(args) -> None:
 
 def _upscale(args) -> None:
   """IN (a file or a folder) -> OUT (a PNG file, or a folder of PNGs at the inputs' relative paths, with
-  '.png' appended to names of other formats: a.jpg -> a.jpg.png). Outputs that exist already are kept, so
-  a stopped run continues; unreadable inputs are listed and skipped."""
-  from tqdm import tqdm
-
+  '.png' appended to names of other formats: a.jpg -> a.jpg.png; two inputs of one output name are refused).
+  A folder OUT is written through util.OutputFolder: a rerun with the same checkpoint and tiling continues
+  (outputs newer than their input are kept; outputs of inputs gone since are removed), one with another is
+  refused unless --replace; unreadable inputs are listed and skipped."""
   from superres.sr import data, upscale
   src, out = Path(args.input), Path(args.output)
   if not src.exists():
     raise ValueError(f"input {str(src)!r} does not exist")
   if src.is_dir():
-    named = lambda rel: rel if rel.suffix.lower() == ".png" else rel.with_name(rel.name + ".png")
-    pairs = [(p, out / named(p.relative_to(src.resolve()))) for p in data.folder_images(src)]
     if out.exists() and not out.is_dir():
       raise ValueError(f"output {str(out)!r} must be a folder when the input is a folder")
+    if out.resolve().is_relative_to(src.resolve()):
+      raise ValueError(f"output {str(out)!r} is inside the input folder {str(src)!r} (its images would be "
+                       "inputs of the next run); give a folder outside it")
+    named = lambda rel: rel if rel.suffix.lower() == ".png" else rel.with_name(rel.name + ".png")
+    inputs = [(p, named(p.relative_to(src.resolve()))) for p in data.folder_images(src)]
   else:
     if out.is_dir() or out.suffix.lower() != ".png":
       raise ValueError(f"output {str(out)!r} must be a .png file when the input is a file")
-    pairs = [(src, out)]
+    util.check_writable(out, "OUT")
   upscaler = upscale.load(args.checkpoint, tile=args.tile, overlap=args.overlap, batch=args.batch)
-  todo = [(p, o) for p, o in pairs if not o.exists()]
+  if not src.is_dir():
+    _upscale_all(upscaler, [(src, out)], args.quiet)
+    print(f"{out}: upscaled x{upscaler.scale}")
+    return
+  record = provenance.fingerprint({"tile": args.tile, "overlap": args.overlap}, {"checkpoint": upscaler.checkpoint})
+  with util.OutputFolder(out, "superres upscale", record, args.replace, flag="OUT") as folder:
+    pairs = [(p, folder.claim(name, str(p))) for p, name in inputs]
+    folder.begin()
+    fresh = lambda p, o: folder.reusable and o.exists() and o.stat().st_mtime_ns >= p.stat().st_mtime_ns
+    todo = [(p, o) for p, o in pairs if not fresh(p, o)]
+    failed = _upscale_all(upscaler, todo, args.quiet or len(todo) < 2)
+    folder.finish()
+  print(f"{out}: {len(todo) - failed} upscaled x{upscaler.scale}, {len(pairs) - len(todo)} already there, "
+        f"{failed} unreadable")
+
+
+def _upscale_all(upscaler, pairs, quiet: bool) -> int:
+  """Writes each (input, output) pair atomically; returns how many inputs could not be read."""
+  from tqdm import tqdm
   failed = 0
-  for path, target in tqdm(todo, unit="img", disable=args.quiet or len(todo) < 2):
+  for path, target in tqdm(pairs, unit="img", disable=quiet):
     try:
       image = scoring.load_rgb(path)[0]
     except scoring.Unreadable as e:
       print(f"{path}: skipped: {e}", file=sys.stderr)
+      target.unlink(missing_ok=True)  # never an older output beside the new result
       failed += 1
       continue
     target.parent.mkdir(parents=True, exist_ok=True)
     util.write_atomic(target, util.png_bytes(upscaler(image)))
-  print(f"{out}: {len(todo) - failed} upscaled x{upscaler.scale}, {len(pairs) - len(todo)} already there, "
-        f"{failed} unreadable")
+  return failed
 
 
 def main(argv=None) -> int:
@@ -206,6 +227,8 @@ def main(argv=None) -> int:
   u.add_argument("--overlap", type=int, default=16, help="input pixels kept clear of every tile cut")
   u.add_argument("--batch", type=int, default=8, help="tiles per model call")
   u.add_argument("--quiet", action="store_true", help="no progress bar")
+  u.add_argument("--replace", action="store_true",
+                 help="OUT holds the upscaling of another checkpoint or tiling: replace it")
   u.set_defaults(run=_upscale)
   args = parser.parse_args(argv)
   try:

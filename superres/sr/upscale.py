@@ -34,6 +34,7 @@ class Upscaler:
     if batch < 1:
       raise ValueError(f"batch must be >= 1, got {batch}")
     self.params, self.scale, self.tile, self.overlap, self.batch = params, scale, tile, overlap, batch
+    self.checkpoint = None  # the checkpoint's fingerprint, when loaded from one
     self._apply = jax.jit(lambda p, x: jnp.clip(jnp.round(model.apply({"params": p}, x) * 255), 0, 255).astype(jnp.uint8))
 
   def __call__(self, lr: np.ndarray) -> np.ndarray:
@@ -75,5 +76,7 @@ def load(checkpoint: str | Path, **kwargs) -> Upscaler:
   if "scale" not in config:
     raise ValueError(f"--checkpoint {str(checkpoint)!r} was not written by superres.train (no scale in its config)")
   model = models.from_config(config)
-  params = checkpoints.load_state(workdir, "--checkpoint")["params"]
-  return Upscaler(model, params, config.scale, **kwargs)
+  step, state = checkpoints.newest_state(workdir, "--checkpoint")
+  upscaler = Upscaler(model, state["params"], config.scale, **kwargs)
+  upscaler.checkpoint = checkpoints.fingerprint(step, state)  # what its outputs record (util.provenance)
+  return upscaler

@@ -206,6 +206,37 @@ def test_upscale_cli_writes_scaled_pngs_and_refuses_bad_input(trained, tmp_path,
   assert not (tmp_path / "o.png").exists()
 
 
+def test_upscale_folder_never_merges_two_inputs_and_a_rerun_holds_exactly_its_result(trained, tmp_path, capsys):
+  workdir, _ = trained
+  src, out = tmp_path / "in", tmp_path / "out"
+  (src / "sub").mkdir(parents=True)
+  Image.fromarray(skimage.data.coffee()[:20, :24]).save(src / "a.jpg")
+  Image.fromarray(skimage.data.astronaut()[:20, :24]).save(src / "a.jpg.png")  # a.jpg's output name
+  run = ["upscale", str(src), str(out), "--checkpoint", str(workdir), "--tile", "16", "--overlap", "4", "--quiet"]
+  capsys.readouterr()
+  assert cli.main(run) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err == [f"superres upscale: error: {src.resolve() / 'a.jpg'} and {src.resolve() / 'a.jpg.png'} would both be "
+                 f"written to {out / 'a.jpg.png'}; rename one of them"]
+  (src / "a.jpg.png").rename(src / "sub" / "b.png")
+  assert cli.main(run) == 0
+  assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.jpg.png", "sub/b.png"]
+  assert np.asarray(Image.open(out / "sub" / "b.png")).shape == (40, 48, 3)
+  # another tiling into the same folder: refused, then replaced
+  assert cli.main(run[:-4] + ["24", "--overlap", "4", "--quiet"]) == 2
+  assert "holds the result of another superres upscale (tile: 16 -> 24); add --replace" in capsys.readouterr().err
+  # an input removed and one rewritten since: the rerun holds exactly the new result
+  (src / "sub" / "b.png").unlink()
+  Image.fromarray(skimage.data.astronaut()[:10, :12]).save(src / "a.jpg")
+  assert cli.main(run) == 0
+  assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["a.jpg.png"]
+  assert np.asarray(Image.open(out / "a.jpg.png")).shape == (20, 24, 3)
+  assert not (out / "sub").exists()
+  # an output folder inside the input folder would feed the next run
+  assert cli.main(["upscale", str(src), str(src / "up"), "--checkpoint", str(workdir), "--quiet"]) == 2
+  assert "is inside the input folder" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", ["sr_edsr", "sr_rcan_lite"])
 @pytest.mark.parametrize("arg", [None, "runlocal", "scale=3,kind=folder,path=/data/hr"])
 def test_sr_configs_load_with_held_out_evaluation_photos(name, arg):
