@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from fractalpre import util
+from fractalpre.util import provenance
 from fractalpre.data.preprocessing import MEAN, STD
 from fractalpre.models import vit
 from fractalpre.training import checkpoints, workdir_claim
@@ -27,6 +28,7 @@ TIMM_NAMES = {"vit_cpu": "vit_tiny_patch16_224", "vit_ti16": "vit_tiny_patch16_2
               "vit_s16": "vit_small_patch16_224", "vit_b16": "vit_base_patch16_224",
               "resnet18": "resnet18", "resnet50": "resnet50"}
 FORMATS = ("timm",)
+COMMAND = "fractalpre export"
 # What timm builds for each architecture name with no arguments: the hub config's model_args hold only
 # what differs from it, so a stock model by name loads the weights when nothing does.
 TIMM_STOCK = {name: dict(img_size=224, patch_size=16, embed_dim=width, depth=12, num_heads=heads, mlp_ratio=4.0,
@@ -164,22 +166,53 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "timm") -> tuple[
   config_path = Path(checkpoint) / workdir_claim.CONFIG
   if not config_path.is_file():
     raise util.UsageError(f"--checkpoint {checkpoint} holds no {workdir_claim.CONFIG} (give a training workdir)")
-  if weights_path.parent.resolve() in (Path(checkpoint).resolve(), (Path(checkpoint) / "checkpoints").resolve()):
+  folder = weights_path.parent
+  if folder.resolve() in (Path(checkpoint).resolve(), (Path(checkpoint) / "checkpoints").resolve()):
     raise util.UsageError(f"--out {out} is inside the training workdir {checkpoint} (its config.json would be "
                           "replaced); export to another folder")
+  owner = util.output_folder.owner(folder) if folder.is_dir() else None
+  if owner and owner != f"{COMMAND}'s output":
+    raise util.UsageError(f"--out {out} would write into {folder}, which holds {owner}; export to another folder")
   try:
     config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
-    config.model.name, config.image_size  # what `convert` needs first
-  except (OSError, ValueError, AttributeError, KeyError) as e:
+  except (OSError, ValueError) as e:
     reason = " ".join(str(e).split())[:80] or type(e).__name__
     raise util.UsageError(f"--checkpoint {checkpoint}: {workdir_claim.CONFIG} cannot be read ({reason}); it is "
                           "the training run's record of its model: restore it, or export another run") from None
-  state = checkpoints.load_state(checkpoint)
+  if "scale" in config:
+    raise util.UsageError(f"--checkpoint {checkpoint} is a superres.train run; fractalpre export writes "
+                          "classification models (ViT, ResNet) for timm")
+  if config.get("linear_probe"):
+    raise util.UsageError(f"--checkpoint {checkpoint} is a linear probe, which trains no weights; export the "
+                          f"checkpoint it probed ({config.get('init_from') or 'none: it probed a random init'})")
+  if "model" not in config or "image_size" not in config:
+    raise util.UsageError(f"--checkpoint {checkpoint}: {workdir_claim.CONFIG} names no model and image_size; "
+                          "give a classification training workdir")
+  step, state = checkpoints.newest_state(checkpoint, "--checkpoint")
+  bad = [name for name, value in flax.traverse_util.flatten_dict(dict(state["params"]), sep="/").items()
+         if not np.isfinite(np.asarray(value)).all()]
+  if bad:
+    raise util.UsageError(f"--checkpoint {checkpoint}: step {step} holds non-finite parameters ({bad[0]}"
+                          f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); export an earlier checkpoint "
+                          "or another run")
   tensors, hub = convert(config, flax.core.unfreeze(state["params"]), flax.core.unfreeze(state["batch_stats"] or {}))
-  weights_path.parent.mkdir(parents=True, exist_ok=True)
-  # One unit: the old config goes first, so a kill between the renames leaves new weights without a config
-  # (export again), never beside another model's config.
-  meta.unlink(missing_ok=True)
-  util.write_atomic(weights_path, save(tensors, metadata={"format": "pt"}))
-  util.write_atomic(meta, json.dumps(hub, indent=1) + "\n")
+  record = provenance.fingerprint({"format": fmt}, {"checkpoint": checkpoints.fingerprint(step, state)})
+  metadata = {"format": "pt", "fractalpre": json.dumps(record, sort_keys=True)}
+  if out.suffix == ".safetensors":
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_pair(weights_path, meta, save(tensors, metadata=metadata), hub)
+    return weights_path, meta
+  with util.OutputFolder(out, COMMAND, record, replace=True) as target:
+    target.claim(weights_path.name), target.claim(meta.name)
+    target.begin()
+    _write_pair(weights_path, meta, save(tensors, metadata=metadata), hub)
+    target.finish()
   return weights_path, meta
+
+
+def _write_pair(weights_path: Path, meta: Path, weights: bytes, hub: dict) -> None:
+  """One unit: the old config goes first, so a kill between the renames leaves new weights without a config
+  (export again), never beside another model's config."""
+  meta.unlink(missing_ok=True)
+  util.write_atomic(weights_path, weights)
+  util.write_atomic(meta, json.dumps(hub, indent=1) + "\n")

@@ -5,6 +5,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from fractalpre import cli, export
@@ -183,3 +184,44 @@ def test_export_into_the_training_workdir_is_refused(tmp_path, capsys):
     assert cli.main(["export", "--checkpoint", str(run), "--out", str(out)]) == 2
     assert "is inside the training workdir" in capsys.readouterr().err
   assert (run / "config.json").read_text() == before
+
+
+def test_export_into_another_run_s_workdir_is_refused_and_its_own_folder_is_rewritten(tmp_path, capsys):
+  (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+  variables = _random_variables(get_model("vit_cpu", 5), 32)
+  run = _workdir(tmp_path / "a", _config("vit_cpu", 32), variables)
+  other = _workdir(tmp_path / "b", _config("vit_cpu", 32), variables)
+  before = {p: p.read_bytes() for p in other.rglob("*") if p.is_file()}
+  for out in (other, other / "w.safetensors"):
+    assert cli.main(["export", "--checkpoint", str(run), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"would write into {other}, which holds a training workdir; export to another folder" in err, err
+  assert {p: p.read_bytes() for p in other.rglob("*") if p.is_file()} == before
+  # its own folder: a second export replaces the first, and the weights record what made them
+  for _ in range(2):
+    assert cli.main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "timm")]) == 0
+  with safe_open(tmp_path / "timm" / "model.safetensors", "np") as f:
+    record = json.loads(f.metadata()["fractalpre"])
+  assert record["inputs"]["checkpoint"].startswith("step 7, parameters ")
+
+
+def test_runs_that_are_not_classifiers_and_non_finite_weights_are_one_line(tmp_path, capsys):
+  variables = _random_variables(get_model("vit_cpu", 5), 32)
+  cases = {"sr": ({"scale": 2}, "is a superres.train run; fractalpre export writes classification models"),
+           "probe": ({"linear_probe": True, "init_from": "runs/pre"},
+                     "is a linear probe, which trains no weights; export the checkpoint it probed (runs/pre)")}
+  for name, (extra, message) in cases.items():
+    (tmp_path / name).mkdir()
+    config = _config("vit_cpu", 32)
+    config.update(extra)
+    run = _workdir(tmp_path / name, config, variables)
+    assert cli.main(["export", "--checkpoint", str(run), "--out", str(tmp_path / f"{name}.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"--checkpoint {run} {message}" in err and "\n" not in err, err
+  (tmp_path / "nan").mkdir()
+  bad = jax.tree.map(lambda x: np.full_like(x, np.nan), variables)
+  run = _workdir(tmp_path / "nan", _config("vit_cpu", 32), bad)
+  assert cli.main(["export", "--checkpoint", str(run), "--out", str(tmp_path / "nan.safetensors")]) == 2
+  err = capsys.readouterr().err.strip()
+  assert f"--checkpoint {run}: step 7 holds non-finite parameters (" in err and "\n" not in err
+  assert not list(tmp_path.glob("*.safetensors"))
