@@ -206,6 +206,20 @@ def check_config(config) -> None:
   if config.batch_size % jax.device_count():
     raise util.UsageError(f"batch_size must be divisible by the {jax.device_count()} devices, "
                           f"got {config.batch_size}")
+  warmup = config.optim.get("warmup_steps", 0)
+  if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+    raise util.UsageError(f"optim.warmup_steps must be an integer >= 0, got {warmup!r}")
+  if warmup >= config.total_steps > 1 and jax.process_index() == 0:
+    print(f"warning: optim.warmup_steps {warmup} >= total_steps {config.total_steps}: the whole run is warm-up "
+          f"and the learning rate never reaches optim.lr", file=sys.stderr, flush=True)
+  drop_path = config.get("model", {}).get("drop_path")
+  if drop_path is not None and not (isinstance(drop_path, (int, float)) and 0 <= drop_path < 1):
+    raise util.UsageError(f"model.drop_path is a probability of dropping a residual branch, in [0, 1); got "
+                          f"{drop_path!r}")
+  set_lion = [f"lion.{k}={v}" for k, v in (config.get("lion") or {}).items() if v and (k, v) != ("hierarchy", "flat")]
+  if set_lion and config.optim.optimizer != "lion":
+    raise util.UsageError(f"{', '.join(set_lion)} take effect only with optim.optimizer=lion, got "
+                          f"{config.optim.optimizer!r}; set --config.optim.optimizer=lion or leave them unset")
 
 
 def fit(config, workdir, state, train_step, data, evaluate=None, progress: bool = True,

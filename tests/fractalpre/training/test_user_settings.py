@@ -34,9 +34,14 @@ from tests.fractalpre.training.test_trainer import tiny_config
                                            r"\(the last 2 pixel rows and columns would never be seen\); use 28 or 32"),
     ({"data.augment.crop_scale": (0.5,)}, r"data.augment.crop_scale must be \(low, high\) with 0 < low <= high <= 1"),
     ({"data.augment.hflip": 1.5}, r"data.augment.hflip must be a number in \[0, 1\], got 1.5"),
+    ({"optim.warmup_steps": -5}, "optim.warmup_steps must be an integer >= 0, got -5"),
+    ({"model.drop_path": 1.5}, r"model.drop_path is a probability of dropping a residual branch, in \[0, 1\); got 1.5"),
+    ({"model.drop_path": math.nan}, r"model.drop_path is a probability .*got nan"),
+    ({"lion.comm": "mavo_1bit"}, "lion.comm=mavo_1bit take effect only with optim.optimizer=lion, got 'adamw'"),
 ])
 def test_bad_settings_are_refused_before_any_work(tmp_path, overrides, message):
-  config = tiny_config(**{k: v for k, v in overrides.items() if not k.startswith(("optim.", "data.augment"))})
+  config = tiny_config(**{k: v for k, v in overrides.items() if not k.startswith(("optim.", "data.augment", "lion."))})
+  config.lion = {"comm": overrides.get("lion.comm", ""), "hierarchy": "flat"}
   for key, value in overrides.items():
     if key.startswith(("optim.", "data.augment")):
       parent, name = key.rsplit(".", 1)
@@ -141,3 +146,12 @@ def test_a_full_disk_during_a_save_is_one_line_and_the_last_good_checkpoint_resu
   again = subprocess.run(argv(8), capture_output=True, text=True, env=env)
   assert again.returncode == 0 and "resumed from step 4" in again.stderr, again.stderr[-2000:]
   assert (tmp_path / "w" / "checkpoints" / "8").is_dir()
+
+
+def test_a_warm_up_as_long_as_the_run_is_one_warning_line(tmp_path, capsys):
+  config = tiny_config(total_steps=2)
+  config.optim.warmup_steps = 2
+  classification.train_and_evaluate(config, tmp_path / "run", progress=False)
+  warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+  assert warnings == ["warning: optim.warmup_steps 2 >= total_steps 2: the whole run is warm-up and the learning "
+                      "rate never reaches optim.lr"]
