@@ -98,4 +98,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with util.one_line_exits("bench_cpu_training.py"):
+    sys.exit(main())

@@ -6,6 +6,7 @@ score on one image, and vectorised blockiness against the authors' per-block loo
 """
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -85,4 +86,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with util.one_line_exits("bench_curate.py"):
+    sys.exit(main())

@@ -10,6 +10,7 @@ shared machine's slow spells hit both and the `scaling` column (all-core over on
 medians) compares like with like.
 """
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -76,4 +77,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with util.one_line_exits("bench_generate.py"):
+    sys.exit(main())

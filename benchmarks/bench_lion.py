@@ -53,4 +53,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with util.one_line_exits("bench_lion.py"):
+    sys.exit(main())

@@ -42,4 +42,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with util.one_line_exits("bench_precision.py"):
+    sys.exit(main())

@@ -8,6 +8,7 @@ size, median step time after compilation on random data, plus the on-the-fly pai
 (128 px tiles, 16 px overlap, 8 tiles per call), median of --runs after a warm-up run.
 """
 import statistics
+import sys
 import time
 
 import jax
@@ -79,4 +80,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with util.one_line_exits("bench_sr.py"):
+    sys.exit(main())

@@ -11,6 +11,7 @@ the host path renders, crops, flips and mixes in grain's worker threads). `ahead
 the loop had dispatched while the first was still running (8: the host never waited).
 """
 import statistics
+import sys
 import time
 
 import jax
@@ -130,4 +131,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with util.one_line_exits("bench_train.py"):
+    sys.exit(main())

@@ -11,6 +11,7 @@ bf16 peak (from the table below; `n/a` for devices not in it). Step times are me
 the device path's steps alternate with the constant-batch steps (bench_train.step_times).
 """
 import statistics
+import sys
 import time
 
 import jax
@@ -91,4 +92,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  with util.one_line_exits("gpu_check.py"):
+    sys.exit(main())

@@ -10,8 +10,7 @@ import sys
 import jax
 
 from fractalpre import util
-from fractalpre.training import (Interrupted, NonFiniteLoss, OutOfSpace, Preempted, distributed,
-                                 train_and_evaluate)
+from fractalpre.training import STOPS, OutOfSpace, distributed, train_and_evaluate
 from fractalpre.training.config_files import config_path, config_spec, unknown_override
 from fractalpre.util import cpu_allocator
 
@@ -66,23 +65,10 @@ def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[
   if given and not FLAGS.distributed:
     raise SystemExit(util.fail(f"{prog}: error: {', '.join(given)} need --distributed"))
   try:
-    if FLAGS.distributed:
-      distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    metrics = train_fn(FLAGS.config, FLAGS.workdir, restart=FLAGS.restart)
-  except util.UsageError as e:
-    raise SystemExit(util.fail(f"{prog}: error: {e}")) from None
-  except NonFiniteLoss as e:
-    print(f"{prog}: error: {e}", file=sys.stderr)
-    raise SystemExit(1) from None
-  except Interrupted as e:
-    print(f"{prog}: {e}", file=sys.stderr)
-    raise SystemExit(130) from None
-  except Preempted as e:
-    print(f"{prog}: {e}", file=sys.stderr)
-    raise SystemExit(143) from None
-  except KeyboardInterrupt:  # before the loop (rendering, compiling) or a second Ctrl-C
-    print(f"{prog}: interrupted; the same command resumes from the last checkpoint, if any", file=sys.stderr)
-    raise SystemExit(130) from None
+    with util.one_line_exits(prog, STOPS):
+      if FLAGS.distributed:
+        distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+      metrics = train_fn(FLAGS.config, FLAGS.workdir, restart=FLAGS.restart)
   except OutOfSpace as e:
     print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
     os._exit(1)  # orbax's writer threads would each print their failure again while Python shuts down

@@ -72,4 +72,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  with util.one_line_exits("check_timm_export.py"):
+    sys.exit(main())

@@ -20,7 +20,8 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 from fractalpre import util  # noqa: E402
 from fractalpre.optim.lion import COMMS  # noqa: E402
-from fractalpre.studies import lion_convergence
+from fractalpre.studies import lion_convergence  # noqa: E402
+from fractalpre.training import STOPS  # noqa: E402
 from fractalpre.util import cpu_allocator
 
 VIT_MODES = (("allreduce", ""), ("mavo_1bit", ""), ("mavo_1bit", "exp:4"), ("mavo_4bit", "exp:4"),
@@ -134,4 +135,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with util.one_line_exits("lion_cub_convergence.py", STOPS):
+    sys.exit(main())

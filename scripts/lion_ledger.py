@@ -317,4 +317,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  with util.one_line_exits("lion_ledger.py"):
+    sys.exit(main())

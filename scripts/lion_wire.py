@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fractalpre import util
 from fractalpre.util import cpu_allocator
 
 HERE = Path(__file__).resolve().parent
@@ -515,4 +516,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  with util.one_line_exits("lion_wire.py"):
+    sys.exit(main())

@@ -5,6 +5,7 @@ the standard parametrisation (SP) and under muP (base width 64). Under muP the c
 """
 
 import matplotlib
+import sys
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -58,4 +59,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with util.one_line_exits("mup_coord_check.py"):
+    sys.exit(main())

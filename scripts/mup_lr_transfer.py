@@ -8,12 +8,13 @@ Prints the final training loss (mean of the last 3 logged steps) and test top-1 
 Re-running reuses finished runs in the workdir.
 """
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from fractalpre import util
-from fractalpre.training import classification, metric_writer
+from fractalpre.training import STOPS, classification, metric_writer
 from fractalpre.training import config_files
 
 
@@ -53,4 +54,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with util.one_line_exits("mup_lr_transfer.py", STOPS):
+    sys.exit(main())

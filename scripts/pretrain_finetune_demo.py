@@ -20,8 +20,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from fractalpre import util  # noqa: E402
 from fractalpre.configs import pretrain_1pfrac_vit  # noqa: E402
-from fractalpre.studies import transfer
-from fractalpre.training import metric_writer
+from fractalpre.data import registry  # noqa: E402
+from fractalpre.studies import transfer  # noqa: E402
+from fractalpre.training import STOPS, metric_writer  # noqa: E402
 from fractalpre.util import cpu_allocator
 
 DATASETS = {"digits": "digits", "lfw": "lfw (faces / non-faces)"}
@@ -82,30 +83,38 @@ def main():
   parser.add_argument("--seeds", type=int, default=5, help="fine-tuning seeds per init and dataset")
   parser.add_argument("--datasets", default="digits,lfw", help=f"comma-separated, of {sorted(DATASETS)}")
   parser.add_argument("--quick", action="store_true", help="a smoke run: 4 pretraining, 3 fine-tuning steps, 2 seeds")
+  parser.add_argument("--restart", action="store_true",
+                      help="runs in --workdir made from other settings, inputs or package version: move them aside "
+                           "and train again")
   args = parser.parse_args()
   datasets = [d for d in args.datasets.split(",") if d]
   for d in datasets:
     if d not in DATASETS:
       parser.error(f"--datasets: {d!r} is not one of {sorted(DATASETS)}")
   util.require_positive(parser, args, "pretrain_steps", "classes", "finetune_steps", "labels", "seeds")
+  if args.seeds < 2:
+    parser.error(f"--seeds must be at least 2 (a spread needs two runs), got {args.seeds}")
   overrides = None
   if args.quick:
     args.pretrain_steps, args.finetune_steps, args.seeds, overrides = 4, 3, 2, transfer.QUICK
-  hint = cpu_allocator.preload()
   root = Path(args.workdir)
+  util.check_folder(root, "--workdir")
+  pretraining = pretrain_config(args.pretrain_steps, args.classes, args.delta)
+  with util.usage_errors("--classes/--delta: "):  # the pretraining data's settings, before any work
+    registry.get_source(pretraining.data)
+  hint = cpu_allocator.preload()
   transfer.use_compilation_cache(root / "jax_cache")
 
   start = time.time()
   print(f"pretraining on 1p-frac (L={args.classes}, Delta={args.delta}) for {args.pretrain_steps} steps",
         file=sys.stderr)
-  transfer.run(pretrain_config(args.pretrain_steps, args.classes, args.delta), root / "pretrain", "pretrain",
-                     overrides)
-  pretrain_s = time.time() - start
+  pretrain_s = transfer.run(pretraining, root / "pretrain", "pretrain", overrides, progress=True,
+                            restart=args.restart)["seconds"]
   results = {}
   for name in datasets:
     results[name] = {
         init: transfer.over_seeds(root / name / init, name, path, range(args.seeds), args.finetune_steps,
-                                        args.labels, label=f"{name} {init}", overrides=overrides)
+                                  args.labels, label=f"{name} {init}", overrides=overrides, restart=args.restart)
         for init, path in (("pretrained", str(root / "pretrain")), ("scratch", ""))}
   text = (f"Fine-tuning vit_cpu for {args.finetune_steps} steps; 1p-frac pretraining (L={args.classes}, "
           f"Delta={args.delta}) for {args.pretrain_steps} steps took {pretrain_s:.0f} s.\n\n"
@@ -115,10 +124,12 @@ def main():
   util.write_atomic(root / "results.json", json.dumps(
       {"settings": vars(args), "pretrain_seconds": pretrain_s, "results": results}, indent=1).encode())
   plot(root, results)
-  print(f"wrote {root / 'story.md'}, results.json and loss_curves.png in {time.time() - start:.0f} s")
+  print(f"wrote {root / 'story.md'}, results.json and loss_curves.png; the runs took "
+        f"{transfer.recorded_seconds(root):.0f} s of training, this command {time.time() - start:.0f} s")
   if hint:
     print(hint, file=sys.stderr)
 
 
 if __name__ == "__main__":
-  main()
+  with util.one_line_exits("pretrain_finetune_demo.py", STOPS):
+    main()

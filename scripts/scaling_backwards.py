@@ -26,8 +26,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from fractalpre import util  # noqa: E402
 from fractalpre.configs import pretrain_1pfrac_vit, pretrain_1pimg_vit, pretrain_fractaldb_vit  # noqa: E402
-from fractalpre.studies import transfer
-from fractalpre.util import cpu_allocator
+from fractalpre.studies import transfer  # noqa: E402
+from fractalpre.training import STOPS  # noqa: E402
+from fractalpre.util import cpu_allocator  # noqa: E402
 
 BASE = dict(classes=16, delta=0.3, sigma=3.5)  # the runlocal 1p-frac
 # The paper's CIFAR-100 fine-tuning top-1 (ViT-Tiny, 224 px, 1k categories unless the row sweeps L);
@@ -86,7 +87,8 @@ def transfer_runs(root: Path, key: str, args, overrides) -> dict:
   pretraining seed fine-tuned with every fine-tuning seed and probed once (the probe's only randomness besides
   the features is its cross-validation split, held fixed). Without pretraining (key ''), one group: as many
   fine-tuning seeds as the pretrained cells have runs, and a probe of each pretraining seed's random init."""
-  tune = dict(dataset="digits", steps=args.finetune_steps, labels=args.labels, overrides=overrides)
+  tune = dict(dataset="digits", steps=args.finetune_steps, labels=args.labels, overrides=overrides,
+              restart=args.restart)
   if not key:
     runs = args.pretrain_seeds * args.finetune_seeds
     return {"finetune": {"none": transfer.over_seeds(root / "finetune" / "scratch", init="", seeds=range(runs),
@@ -96,7 +98,8 @@ def transfer_runs(root: Path, key: str, args, overrides) -> dict:
   out = {"finetune": {}, "probe": {}}
   for p in range(args.pretrain_seeds):
     init = root / "pretrain" / key / f"seed{p}"
-    transfer.run(pretrain_config(key, args.pretrain_steps, p), init, f"pretrain {key} seed {p}", overrides)
+    transfer.run(pretrain_config(key, args.pretrain_steps, p), init, f"pretrain {key} seed {p}", overrides,
+                 restart=args.restart)
     for mode, seeds in (("finetune", range(args.finetune_seeds)), ("probe", [0])):
       out[mode][p] = transfer.over_seeds(root / mode / key / f"pretrain_seed{p}", init=str(init), seeds=seeds,
                                          probe=mode == "probe", label=f"{mode} {key} pretrain seed {p}", **tune)
@@ -172,15 +175,22 @@ def main():
   parser.add_argument("--finetune-seeds", type=int, default=2, help="fine-tuning seeds per pretraining seed")
   parser.add_argument("--quick", action="store_true", help="a smoke run: the scratch and 1p-frac rows (the sweeps "
                       "at its settings only), 3 pretraining and 2 fine-tuning steps, 2 seeds of each kind")
+  parser.add_argument("--restart", action="store_true",
+                      help="runs in --workdir made from other settings, inputs or package version: move them aside "
+                           "and train again")
   args = parser.parse_args()
-  util.require_positive(parser, args, "pretrain_steps", "finetune_steps", "labels", "pretrain_seeds",
-                        "finetune_seeds")
+  util.require_positive(parser, args, "pretrain_steps", "finetune_steps", "labels")
+  for name in ("pretrain_seeds", "finetune_seeds"):
+    if getattr(args, name) < 2:
+      parser.error(f"--{name.replace('_', '-')} must be at least 2 (the table splits the spread between both kinds "
+                   f"of seed), got {getattr(args, name)}")
   rows, sweeps, overrides = tuple(ROWS), SWEEPS, None
   if args.quick:
     args.pretrain_steps, args.finetune_steps, args.pretrain_seeds, args.finetune_seeds = 3, 2, 2, 2
     rows, sweeps, overrides = QUICK_ROWS, QUICK_SWEEPS, transfer.QUICK
-  hint = cpu_allocator.preload()
   root = Path(args.workdir)
+  util.check_folder(root, "--workdir")
+  hint = cpu_allocator.preload()
   transfer.use_compilation_cache(root / "jax_cache")
   start = time.time()
   rows = cells(rows, sweeps)
@@ -191,8 +201,8 @@ def main():
     print(f"[{n + 1}/{len(keys)}] {names} ({time.time() - start:.0f} s so far)", file=sys.stderr, flush=True)
     by_key[key] = transfer_runs(root, key, args, overrides)
   results = {f"{group}={value}": by_key[key] for group, value, key in rows}
-  seconds = time.time() - start
-  text = table(results, rows, args) + f"; this run took {seconds / 60:.1f} min"
+  seconds = transfer.recorded_seconds(root)
+  text = table(results, rows, args) + f"; the runs took {seconds / 60:.1f} min of training"
   print("\n" + text)
   util.write_atomic(root / "table.md", text + "\n")
   util.write_atomic(root / "results.json", json.dumps({"settings": vars(args), "seconds": seconds,
@@ -204,4 +214,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with util.one_line_exits("scaling_backwards.py", STOPS):
+    main()

@@ -11,6 +11,7 @@ threshold or undefined (flat), then keeps the ones with at least the pool's medi
 (within-image diversity). Writes results.json and results.md in --out; re-running reuses finished parts.
 """
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from PIL import Image
 
 from fractalpre import util
 from fractalpre.configs import common
-from fractalpre.training import config_files
+from fractalpre.training import STOPS, config_files
 from superres.curation import curate, metrics, scoring
 from superres.sr import data
 from superres.sr import trainer as sr_trainer
@@ -120,4 +121,5 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  with util.one_line_exits("sr_curation_experiment.py", STOPS):
+    sys.exit(main())

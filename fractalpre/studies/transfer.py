@@ -7,6 +7,7 @@ from pretraining seeds and the part from fine-tuning seeds (`components`). Every
 a finished one is reused, an interrupted one resumes."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
+
+from fractalpre import util
 
 METRICS = ("top1", "nll", "ece")
 # --quick smoke runs: no TensorBoard, one checkpoint and one metrics line per run (the start-up dominates)
@@ -26,15 +29,41 @@ def use_compilation_cache(folder: str | os.PathLike) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
-def run(config, workdir: str | os.PathLike, label: str, overrides: dict | None = None) -> dict:
-  """train_and_evaluate (config updated by `overrides`) without a progress bar, one line to stderr when done;
-  returns its final metrics."""
+SECONDS = "wall_seconds.json"  # a run's own wall-clock time, summed over the sessions that trained it
+
+
+def run(config, workdir: str | os.PathLike, label: str, overrides: dict | None = None, progress: bool = False,
+        restart: bool = False) -> dict:
+  """train_and_evaluate (config updated by `overrides`; a progress bar only if asked), then one line to stderr
+  with the run's own time: a finished run that is reused keeps the time it took when it trained. Returns its
+  final metrics and its time as `seconds`."""
   from fractalpre.training import classification
   config.update(overrides or {})
+  workdir = Path(workdir)
+  metrics_file = workdir / "metrics.jsonl"
+  old = metrics_file.read_bytes() if metrics_file.exists() else None
   t = time.time()
-  metrics = classification.train_and_evaluate(config, workdir, progress=False)
-  print(f"  {label}: {time.time() - t:.0f} s", file=sys.stderr, flush=True)
-  return metrics
+  metrics = classification.train_and_evaluate(config, workdir, progress=progress, restart=restart)
+  elapsed = time.time() - t
+  reused = old is not None and metrics_file.read_bytes() == old
+  before = _seconds(workdir / SECONDS)  # 0 for a fresh run, and for one whose old run was moved aside
+  seconds = before if reused and before else before + elapsed
+  util.write_atomic(workdir / SECONDS, json.dumps({"seconds": seconds}) + "\n")
+  print(f"  {label}: {seconds:.0f} s{' (reused)' if reused else ''}", file=sys.stderr, flush=True)
+  return {**metrics, "seconds": seconds}
+
+
+def _seconds(path: Path) -> float:
+  try:
+    return float(json.loads(path.read_text())["seconds"])
+  except (OSError, ValueError, KeyError, TypeError):
+    return 0.0
+
+
+def recorded_seconds(root: str | os.PathLike) -> float:
+  """The summed training time of every run under `root`, as each recorded it (reruns that reuse finished
+  runs report the time the work took, not the time the rerun took)."""
+  return sum(_seconds(p) for p in Path(root).rglob(SECONDS) if "replaced_runs" not in p.parts)
 
 
 def finetune_config(dataset: str, init: str, seed: int, steps: int, labels: int, probe: bool = False):
@@ -47,12 +76,13 @@ def finetune_config(dataset: str, init: str, seed: int, steps: int, labels: int,
 
 
 def over_seeds(workdir: Path, dataset: str, init: str, seeds, steps: int, labels: int, probe: bool = False,
-               label: str = "", overrides: dict | None = None) -> dict[int, dict]:
+               label: str = "", overrides: dict | None = None, restart: bool = False) -> dict[int, dict]:
   """{seed: {top1, nll, ece}} of fine-tuning (or probing) from `init` on the test split, one workdir per seed."""
   out = {}
   for seed in seeds:
     config = finetune_config(dataset, init, seed, steps, labels, probe)
-    metrics = run(config, workdir / f"seed{seed}", f"{label or workdir.name} seed {seed}", overrides)
+    metrics = run(config, workdir / f"seed{seed}", f"{label or workdir.name} seed {seed}", overrides,
+                  restart=restart)
     out[seed] = {k: float(metrics[f"eval_{k}"]) for k in METRICS}
   return out
 

@@ -3,6 +3,6 @@ checkpoints with fallback on damage (`checkpoints`), metrics.jsonl / TensorBoard
 one run per workdir (`workdir_claim`), pretrained weights into a new model (`init_from`), configs by file or
 name (`config_files`), and the image-classification task (`classification`, `classification_scores`)."""
 from fractalpre.training.classification import train_and_evaluate
-from fractalpre.training.trainer import Interrupted, NonFiniteLoss, OutOfSpace, Preempted, build, fit
+from fractalpre.training.trainer import STOPS, Interrupted, NonFiniteLoss, OutOfSpace, Preempted, build, fit
 
-__all__ = ["Interrupted", "NonFiniteLoss", "OutOfSpace", "Preempted", "build", "fit", "train_and_evaluate"]
+__all__ = ["STOPS", "Interrupted", "NonFiniteLoss", "OutOfSpace", "Preempted", "build", "fit", "train_and_evaluate"]

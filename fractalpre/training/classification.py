@@ -89,6 +89,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     model = model_from_config(config, source.num_classes)
     on = augment_on(config.data)
     settings = AugmentSettings.from_config(config.data.augment)
+  done = trainer.finished_result(config, workdir, restart)
+  if done is not None:
+    return done
   if on == "device":
     data = device_pipeline.make(source, mesh, config.batch_size, config.seed, config.data)
     augment_batch = augment.DeviceAugment(config.image_size, source.num_classes, **dataclasses.asdict(settings))

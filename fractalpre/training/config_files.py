@@ -15,7 +15,7 @@ def config_path(spec: str) -> str:
   which installs the repository's configs/ folder) -> 'FILE.py[:arg]'; anything else is a UsageError naming
   the packaged configs."""
   path, colon, arg = spec.partition(":")
-  if Path(path).is_file():
+  if path.endswith(".py") and Path(path).is_file():  # a file named like a packaged config is not a config
     return spec
   packaged = packaged_configs()
   name = path.removesuffix(".py").removeprefix("configs/")

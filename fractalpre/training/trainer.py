@@ -40,6 +40,10 @@ class Preempted(Exception):
   on and stopped (the command line: one line, exit 143)."""
 
 
+# How a command line or script ends on each (util.one_line_exits): one line, with this exit status
+STOPS = ((NonFiniteLoss, 1), (Interrupted, 130), (Preempted, 143))
+
+
 class OutOfSpace(RuntimeError):
   """The disk (or a quota, or a file-size limit) ran out while saving: the command line says so in one line,
   naming the folder, its free space and the last good checkpoint; exit 1."""
@@ -239,6 +243,27 @@ def fit(config, workdir, state, train_step, data, evaluate=None, progress: bool 
   finally:
     if lock is not None:
       lock.release()
+
+
+def finished_result(config, workdir, restart: bool = False, harmless: tuple[str, ...] = ()) -> dict | None:
+  """The last logged values of a finished run in WORKDIR made from what this run would be made from (the
+  claim's fingerprint check, which refuses any difference as for a resume), reused without building the
+  model; None when there is no finished run to reuse. One-process jobs only: the others resume as usual."""
+  workdir = Path(workdir)
+  if jax.process_count() > 1 or not (workdir / workdir_claim.CONFIG).exists():
+    return None
+  lock = workdir_claim.claim(workdir, config, restart, harmless)
+  try:
+    records = metric_writer.read(workdir) if (workdir / "metrics.jsonl").exists() else []
+    if not (records and records[-1]["step"] == config.total_steps
+            and (workdir / "checkpoints" / str(config.total_steps)).is_dir()):
+      return None
+    final = {}
+    for record in records:
+      final.update({k: v for k, v in record.items() if k != "step"})
+    return final
+  finally:
+    lock.release()
 
 
 class _StopRequest:

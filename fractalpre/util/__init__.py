@@ -7,8 +7,9 @@ from fractalpre.util.files import (FolderLock, atomic_path, check_folder, check_
 from fractalpre.util.images import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, UnreadableImage, float_to_uint8, image_grid,
                                     png_bytes, read_image)
 from fractalpre.util.output_folder import OutputFolder
-from fractalpre.util.usage import ArgumentParser, UsageError, fail, require_positive, usage_errors
+from fractalpre.util.usage import (ArgumentParser, UsageError, fail, one_line_exits, require_positive,
+                                   usage_errors)
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ArgumentParser", "OutputFolder", "UnreadableImage", "float_to_uint8", "read_image", "FolderLock", "UsageError", "atomic_path", "check_folder", "check_writable", "fail", "free_space", "is_out_of_space",
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ArgumentParser", "OutputFolder", "UnreadableImage", "float_to_uint8", "read_image", "FolderLock", "UsageError", "atomic_path", "check_folder", "check_writable", "fail", "free_space", "is_out_of_space", "one_line_exits",
            "image_grid", "is_lock", "is_temporary", "png_bytes", "require_positive", "temporary_name",
            "usage_errors", "write_atomic"]

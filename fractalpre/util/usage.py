@@ -23,6 +23,27 @@ def usage_errors(prefix: str = ""):
     raise UsageError(f"{prefix}{e}") from e
 
 
+@contextlib.contextmanager
+def one_line_exits(prog: str, stops: tuple = ()):
+  """The one way every command line and script ends on a user's mistake: inside, a UsageError is one line
+  and exit 2, Ctrl-C one line and exit 130, and each (exception type, exit status) of `stops` (the caller's
+  own ends: a diverged run 1, a preemption 143) its message in one line with that status. Anything else is
+  a bug and keeps its traceback."""
+  try:
+    yield
+  except UsageError as e:
+    raise SystemExit(fail(f"{prog}: error: {e}")) from None
+  except KeyboardInterrupt:
+    print(f"{prog}: interrupted; the same command continues where it stopped", file=sys.stderr)
+    raise SystemExit(130) from None
+  except Exception as e:
+    status = next((code for kind, code in stops if isinstance(e, kind)), None)
+    if status is None:
+      raise
+    print(f"{prog}: {'error: ' if status == 1 else ''}{e}", file=sys.stderr, flush=True)
+    raise SystemExit(status) from None
+
+
 def fail(message: str) -> int:
   """Prints one line to stderr; returns the usage-error exit status, 2."""
   print(message, file=sys.stderr)

@@ -53,6 +53,8 @@ def test_a_packaged_config_loads_by_name_from_any_folder(tmp_path, monkeypatch):
     assert config_files.load_config(spec).to_dict() == by_path.to_dict()
   with pytest.raises(ValueError, match=r"--config pretrain_nope is not a file or a packaged config \(finetune, "):
     config_files.load_config("pretrain_nope")
+  (tmp_path / "finetune").write_text("a user's file that happens to share a packaged config's name")
+  assert config_files.load_config("finetune:dataset=lfw").data.kind == "lfw"
 
 
 def test_generated_dataset_config_needs_a_folder_and_finds_its_format(tmp_path):

@@ -1,13 +1,17 @@
 """The seed statistics, and the demo story and the Scaling Backwards script end to end in --quick mode (their
 numbers are not asserted: the structure and every per-seed entry are)."""
-import math
 import json
+import math
+import os
+import re
+import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
 
+from fractalpre import util
 from fractalpre.studies import transfer
 from fractalpre.util import cpu_allocator
 from tests.fractalpre import scripts
@@ -93,6 +97,41 @@ def test_demo_story_quick(script_main, tmp_path):
   assert story.count("| paired difference |") == 2 and story.count("of 2 seeds |") == 2
   assert "digits, 10 labels/class | from scratch" in story and "lfw (faces / non-faces)" in story
   assert (tmp_path / "loss_curves.png").stat().st_size > 0
+  # the same command again reuses every run and reports the times they took, not the rerun's
+  script_main("pretrain_finetune_demo", "--quick", "--workdir", str(tmp_path))
+  assert (tmp_path / "story.md").read_text() == story
+
+
+@pytest.mark.parametrize("name,argv,message", [
+    ("pretrain_finetune_demo", ["--delta", "-1"], "--classes/--delta: delta must be a finite number >= 0, got -1.0"),
+    ("pretrain_finetune_demo", ["--delta", "nan"], "--classes/--delta: delta must be a finite number >= 0, got nan"),
+    ("pretrain_finetune_demo", ["--workdir", "FILE"], "--workdir FILE exists and is not a folder"),
+    ("scaling_backwards", ["--workdir", "FILE"], "--workdir FILE exists and is not a folder"),
+])
+def test_the_scripts_refuse_bad_settings_before_any_work(script_main, tmp_path, monkeypatch, name, argv, message):
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "FILE").write_text("")
+  with pytest.raises(util.UsageError, match=f"^{re.escape(message)}$"):
+    script_main(name, *argv)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
+
+
+def test_a_script_s_mistake_is_one_line_and_exit_2_from_the_shell(tmp_path):
+  result = subprocess.run([sys.executable, str(scripts.SCRIPTS / "pretrain_finetune_demo.py"), "--delta", "nan",
+                           "--workdir", str(tmp_path / "w")], capture_output=True, text=True,
+                          env={**os.environ, "FRACTALPRE_TCMALLOC": "0"})
+  assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+      "pretrain_finetune_demo.py: error: --classes/--delta: delta must be a finite number >= 0, got nan"]
+
+
+@pytest.mark.parametrize("flag", ["--pretrain-seeds", "--finetune-seeds"])
+def test_scaling_backwards_needs_two_seeds_of_each_kind(script_main, tmp_path, capsys, flag):
+  with pytest.raises(SystemExit) as stop:
+    script_main("scaling_backwards", flag, "1", "--workdir", str(tmp_path / "w"))
+  assert stop.value.code == 2
+  assert f"{flag} must be at least 2 (the table splits the spread between both kinds of seed), got 1" in \
+      capsys.readouterr().err
+  assert not (tmp_path / "w").exists()
 
 
 def test_scaling_backwards_quick(script_main, tmp_path):
