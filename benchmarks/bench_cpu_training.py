@@ -69,7 +69,7 @@ def main():
   if args.child:
     print(json.dumps(child(args.steps, args.vit_batch)))
     return
-  from machine import describe_jax
+  from fractalpre.studies.machine import describe_jax
   print(f"# bench_cpu_training on {describe_jax()}; ViT-Ti/16 224 px fp32 batch {args.vit_batch} AdamW; medians "
         f"of {args.rounds} processes each")
   runs = {name: [] for name in SETTINGS}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from machine import describe
+from fractalpre.studies.machine import describe
 from fractalpre import util
 from superres.curation import metrics, quality, scoring
 

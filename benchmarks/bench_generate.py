@@ -21,7 +21,7 @@ import numpy as np
 
 from fractalpre import fractals, util
 from fractalpre.fractals import writers
-from machine import describe
+from fractalpre.studies.machine import describe
 
 
 def seconds(fn):

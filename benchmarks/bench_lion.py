@@ -7,7 +7,6 @@ The overhead is the ViT-Ti/16 step time of each comm mode on one CPU device (whe
 so the difference is the quantise / pack / unpack / vote work) relative to plain Lion (`allreduce`).
 """
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,10 +29,8 @@ def main():
   parser.add_argument("--steps", type=int, default=3, help="timed steps")
   parser.add_argument("--batch", type=int, default=32, help="global batch")
   args = parser.parse_args()
-  sys.path.insert(0, os.path.dirname(__file__))
-  from machine import describe
-  import jax
-  print(f"# bench_lion on {describe()}, JAX {jax.__version__}")
+  from fractalpre.studies.machine import describe_jax
+  print(f"# bench_lion on {describe_jax()}")
   ledger = json.loads(subprocess.run([sys.executable, str(Path(__file__).parents[1] / "scripts" / "lion_ledger.py"), "--model", "vit_ti16",
                                       "--devices", "8", "--json"], capture_output=True, text=True, check=True).stdout)
   from fractalpre.optim.lion import COMMS

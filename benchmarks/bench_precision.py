@@ -8,10 +8,12 @@ add `--model vit_b16 --batch 128` there.
 """
 
 
+import sys
+
 from bench_train import median_step_seconds
 from fractalpre import util
 from fractalpre.training import config_files
-from machine import describe_jax
+from fractalpre.studies.machine import describe_jax
 
 
 def main():

@@ -19,7 +19,7 @@ from jax.sharding import PartitionSpec as P
 from bench_train import median_seconds
 from fractalpre import util
 from fractalpre.training import trainer
-from machine import describe_jax
+from fractalpre.studies.machine import describe_jax
 from fractalpre.training import config_files
 from superres.sr import data, models, upscale
 from superres.sr import trainer as sr_trainer

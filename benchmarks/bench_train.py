@@ -25,7 +25,7 @@ from fractalpre.data import augment, device_pipeline, host_pipeline
 from fractalpre.data import registry
 from fractalpre.training import classification, trainer
 from fractalpre.training import config_files
-from machine import describe_jax
+from fractalpre.studies.machine import describe_jax
 
 
 def median_step_seconds(config, steps, num_classes=None):

@@ -23,7 +23,7 @@ from jax.sharding import PartitionSpec as P
 from bench_train import step_times
 from fractalpre import fractals, util
 from fractalpre.training import classification, config_files, trainer
-from machine import describe_jax
+from fractalpre.studies.machine import describe_jax
 
 # Dense bf16 peak FLOP/s by JAX device_kind (vendor datasheets, without sparsity).
 PEAK_BF16 = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA H200": 989e12,

@@ -116,16 +116,17 @@ def main():
         init: transfer.over_seeds(root / name / init, name, path, range(args.seeds), args.finetune_steps,
                                   args.labels, label=f"{name} {init}", overrides=overrides, restart=args.restart)
         for init, path in (("pretrained", str(root / "pretrain")), ("scratch", ""))}
+  seconds, made_on = transfer.recorded(root)
   text = (f"Fine-tuning vit_cpu for {args.finetune_steps} steps; 1p-frac pretraining (L={args.classes}, "
-          f"Delta={args.delta}) for {args.pretrain_steps} steps took {pretrain_s:.0f} s.\n\n"
-          + table(results, args.labels, args.seeds))
+          f"Delta={args.delta}) for {args.pretrain_steps} steps took {pretrain_s:.0f} s, all {seconds / 60:.1f} min.\n\n"
+          + table(results, args.labels, args.seeds) + "\n\nMeasured: " + "; ".join(made_on))
   print("\n" + text)
   util.write_atomic(root / "story.md", (text + "\n").encode())
   util.write_atomic(root / "results.json", json.dumps(
-      {"settings": vars(args), "pretrain_seconds": pretrain_s, "results": results}, indent=1).encode())
+      {"settings": vars(args), "pretrain_seconds": pretrain_s, "seconds": seconds, "made_on": made_on,
+       "results": results}, indent=1).encode())
   plot(root, results)
-  print(f"wrote {root / 'story.md'}, results.json and loss_curves.png; the runs took "
-        f"{transfer.recorded_seconds(root):.0f} s of training, this command {time.time() - start:.0f} s")
+  print(f"wrote {root / 'story.md'}, results.json and loss_curves.png ({time.time() - start:.0f} s)")
   if hint:
     print(hint, file=sys.stderr)
 

@@ -201,12 +201,13 @@ def main():
     print(f"[{n + 1}/{len(keys)}] {names} ({time.time() - start:.0f} s so far)", file=sys.stderr, flush=True)
     by_key[key] = transfer_runs(root, key, args, overrides)
   results = {f"{group}={value}": by_key[key] for group, value, key in rows}
-  seconds = transfer.recorded_seconds(root)
-  text = table(results, rows, args) + f"; the runs took {seconds / 60:.1f} min of training"
+  seconds, made_on = transfer.recorded(root)
+  text = (table(results, rows, args) + f"; the runs took {seconds / 60:.1f} min of training.\n\nMeasured: "
+          + "; ".join(made_on))
   print("\n" + text)
   util.write_atomic(root / "table.md", text + "\n")
   util.write_atomic(root / "results.json", json.dumps({"settings": vars(args), "seconds": seconds,
-                                                         "results": results}, indent=1))
+                                                         "made_on": made_on, "results": results}, indent=1))
   plot(root / "sweeps.png", results, sweeps)
   print(f"wrote {root / 'table.md'}, results.json and sweeps.png")
   if hint:

@@ -39,8 +39,9 @@ def _imports(path: Path, package: str = "fractalpre") -> set[str]:
 
 
 def _layer(module: str) -> str | None:
+  """The subpackage or top module a module belongs to; the package's version is the root's, no layer."""
   parts = module.split(".")
-  return parts[1] if len(parts) > 1 else None
+  return parts[1] if len(parts) > 1 and parts[1] != "__version__" else None
 
 
 def test_each_layer_imports_only_the_layers_below_it():

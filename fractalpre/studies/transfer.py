@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from fractalpre import util
+from fractalpre.studies import machine
 
 METRICS = ("top1", "nll", "ece")
 # --quick smoke runs: no TensorBoard, one checkpoint and one metrics line per run (the start-up dominates)
@@ -29,7 +30,7 @@ def use_compilation_cache(folder: str | os.PathLike) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
-SECONDS = "wall_seconds.json"  # a run's own wall-clock time, summed over the sessions that trained it
+SECONDS = "wall_seconds.json"  # a run's own wall-clock time (summed over its sessions) and where it was made
 
 
 def run(config, workdir: str | os.PathLike, label: str, overrides: dict | None = None, progress: bool = False,
@@ -46,24 +47,29 @@ def run(config, workdir: str | os.PathLike, label: str, overrides: dict | None =
   metrics = classification.train_and_evaluate(config, workdir, progress=progress, restart=restart)
   elapsed = time.time() - t
   reused = old is not None and metrics_file.read_bytes() == old
-  before = _seconds(workdir / SECONDS)  # 0 for a fresh run, and for one whose old run was moved aside
-  seconds = before if reused and before else before + elapsed
-  util.write_atomic(workdir / SECONDS, json.dumps({"seconds": seconds}) + "\n")
+  record = _record(workdir / SECONDS)  # none for a fresh run, and for one whose old run was moved aside
+  if not (reused and record):
+    record = {"seconds": record.get("seconds", 0.0) + elapsed, "made_on": machine.stamp()}
+    util.write_atomic(workdir / SECONDS, json.dumps(record) + "\n")
+  seconds = record["seconds"]
   print(f"  {label}: {seconds:.0f} s{' (reused)' if reused else ''}", file=sys.stderr, flush=True)
   return {**metrics, "seconds": seconds}
 
 
-def _seconds(path: Path) -> float:
+def _record(path: Path) -> dict:
   try:
-    return float(json.loads(path.read_text())["seconds"])
+    record = json.loads(path.read_text())
+    return {"seconds": float(record["seconds"]), "made_on": str(record.get("made_on", "not recorded"))}
   except (OSError, ValueError, KeyError, TypeError):
-    return 0.0
+    return {}
 
 
-def recorded_seconds(root: str | os.PathLike) -> float:
-  """The summed training time of every run under `root`, as each recorded it (reruns that reuse finished
-  runs report the time the work took, not the time the rerun took)."""
-  return sum(_seconds(p) for p in Path(root).rglob(SECONDS) if "replaced_runs" not in p.parts)
+def recorded(root: str | os.PathLike) -> tuple[float, list[str]]:
+  """(summed training time, the distinct 'date, commit, machine' stamps) of every run under `root`, as each
+  recorded them when it trained: a rerun that reuses finished runs reports what the work took and where."""
+  records = [_record(p) for p in sorted(Path(root).rglob(SECONDS)) if "replaced_runs" not in p.parts]
+  records = [r for r in records if r]
+  return sum(r["seconds"] for r in records), sorted({r["made_on"] for r in records})
 
 
 def finetune_config(dataset: str, init: str, seed: int, steps: int, labels: int, probe: bool = False):

@@ -97,6 +97,21 @@ def fingerprint(step: int, state: dict) -> str:
   return f"step {step}, parameters {provenance.arrays_digest(sorted(flat.items()))}"
 
 
+def restores(workdir: str | Path, step: int) -> bool:
+  """Whether the checkpoint of `step` in a workdir restores, read in full (nothing is printed or moved: a
+  damaged one is then handled by the loop's own restore)."""
+  manager = ocp.CheckpointManager(Path(workdir).absolute() / "checkpoints", item_names=("state", "data"),
+                                  options=ocp.CheckpointManagerOptions(create=False))
+  try:
+    with _quiet_restore_errors():
+      manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))
+    return True
+  except Exception:  # orbax raises many types for damaged files
+    return False
+  finally:
+    manager.close()
+
+
 def newest_loadable(manager: ocp.CheckpointManager, args, on_damage) -> tuple[int, dict] | None:
   """(step, restored items) of the manager's newest checkpoint that restores with `args`, trying older ones
   in turn; `on_damage(step) -> what was done with it` for each that does not, reported in one line (process

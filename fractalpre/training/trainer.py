@@ -256,7 +256,8 @@ def finished_result(config, workdir, restart: bool = False, harmless: tuple[str,
   try:
     records = metric_writer.read(workdir) if (workdir / "metrics.jsonl").exists() else []
     if not (records and records[-1]["step"] == config.total_steps
-            and (workdir / "checkpoints" / str(config.total_steps)).is_dir()):
+            and (workdir / "checkpoints" / str(config.total_steps)).is_dir()
+            and checkpoints.restores(workdir, config.total_steps)):
       return None
     final = {}
     for record in records:
