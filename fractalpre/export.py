@@ -193,8 +193,8 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "timm") -> tuple[
          if not np.isfinite(np.asarray(value)).all()]
   if bad:
     raise util.UsageError(f"--checkpoint {checkpoint}: step {step} holds non-finite parameters ({bad[0]}"
-                          f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); export an earlier checkpoint "
-                          "or another run")
+                          f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}): the run diverged, and its "
+                          "weights would be useless; export another run")
   tensors, hub = convert(config, flax.core.unfreeze(state["params"]), flax.core.unfreeze(state["batch_stats"] or {}))
   record = provenance.fingerprint({"format": fmt}, {"checkpoint": checkpoints.fingerprint(step, state)})
   metadata = {"format": "pt", "fractalpre": json.dumps(record, sort_keys=True)}
@@ -204,7 +204,7 @@ def export(checkpoint: str | Path, out: str | Path, fmt: str = "timm") -> tuple[
     return weights_path, meta
   with util.OutputFolder(out, COMMAND, record, replace=True) as target:
     target.claim(weights_path.name), target.claim(meta.name)
-    target.begin()
+    target.begin()  # an export of another checkpoint here is replaced whole
     _write_pair(weights_path, meta, save(tensors, metadata=metadata), hub)
     target.finish()
   return weights_path, meta

@@ -65,9 +65,10 @@ def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[
   if given and not FLAGS.distributed:
     raise SystemExit(util.fail(f"{prog}: error: {', '.join(given)} need --distributed"))
   try:
-    with util.one_line_exits(prog, STOPS):
+    with util.one_line_exits(prog, STOPS, resumes=True):
       if FLAGS.distributed:
         distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+        distributed.check_agreement(FLAGS.config)
       metrics = train_fn(FLAGS.config, FLAGS.workdir, restart=FLAGS.restart)
   except OutOfSpace as e:
     print(f"{prog}: error: {e}", file=sys.stderr, flush=True)

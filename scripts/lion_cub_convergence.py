@@ -135,5 +135,5 @@ def main():
 
 
 if __name__ == "__main__":
-  with util.one_line_exits("lion_cub_convergence.py", STOPS):
+  with util.one_line_exits("lion_cub_convergence.py", STOPS, resumes=True):
     sys.exit(main())

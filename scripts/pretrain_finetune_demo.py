@@ -36,6 +36,10 @@ def pretrain_config(steps: int, classes: int, delta: float):
   return config
 
 
+def minutes(seconds: float | None) -> str:
+  return "an unrecorded time" if seconds is None else f"{seconds / 60:.1f} min"
+
+
 def table(results: dict, labels: int, seeds: int) -> str:
   lines = ["| dataset | init | top-1 (%) | NLL | ECE | pretrained better (top-1) |", "|---|---|---:|---:|---:|---:|"]
   for name, runs in results.items():
@@ -108,23 +112,26 @@ def main():
   start = time.time()
   print(f"pretraining on 1p-frac (L={args.classes}, Delta={args.delta}) for {args.pretrain_steps} steps",
         file=sys.stderr)
-  pretrain_s = transfer.run(pretraining, root / "pretrain", "pretrain", overrides, progress=True,
-                            restart=args.restart)["seconds"]
+  pretrain, tally = transfer.Tally(), transfer.Tally()
+  transfer.run(pretraining, root / "pretrain", "pretrain", overrides, progress=True, restart=args.restart,
+               tally=pretrain)
   results = {}
   for name in datasets:
     results[name] = {
         init: transfer.over_seeds(root / name / init, name, path, range(args.seeds), args.finetune_steps,
-                                  args.labels, label=f"{name} {init}", overrides=overrides, restart=args.restart)
+                                  args.labels, label=f"{name} {init}", overrides=overrides, restart=args.restart,
+                                  tally=tally)
         for init, path in (("pretrained", str(root / "pretrain")), ("scratch", ""))}
-  seconds, made_on = transfer.recorded(root)
+  tally.runs += pretrain.runs
   text = (f"Fine-tuning vit_cpu for {args.finetune_steps} steps; 1p-frac pretraining (L={args.classes}, "
-          f"Delta={args.delta}) for {args.pretrain_steps} steps took {pretrain_s:.0f} s, all {seconds / 60:.1f} min.\n\n"
-          + table(results, args.labels, args.seeds) + "\n\nMeasured: " + "; ".join(made_on))
+          f"Delta={args.delta}) for {args.pretrain_steps} steps took {minutes(pretrain.seconds)}, all the runs "
+          f"{minutes(tally.seconds)}.\n\n" + table(results, args.labels, args.seeds)
+          + "\n\nMeasured: " + "; ".join(tally.made_on))
   print("\n" + text)
   util.write_atomic(root / "story.md", (text + "\n").encode())
   util.write_atomic(root / "results.json", json.dumps(
-      {"settings": vars(args), "pretrain_seconds": pretrain_s, "seconds": seconds, "made_on": made_on,
-       "results": results}, indent=1).encode())
+      {"settings": vars(args), "pretrain_seconds": pretrain.seconds, "seconds": tally.seconds,
+       "made_on": tally.made_on, "results": results}, indent=1).encode())
   plot(root, results)
   print(f"wrote {root / 'story.md'}, results.json and loss_curves.png ({time.time() - start:.0f} s)")
   if hint:
@@ -132,5 +139,5 @@ def main():
 
 
 if __name__ == "__main__":
-  with util.one_line_exits("pretrain_finetune_demo.py", STOPS):
+  with util.one_line_exits("pretrain_finetune_demo.py", STOPS, resumes=True):
     main()

@@ -82,13 +82,13 @@ def pretrain_config(key: str, steps: int, seed: int):
   return config
 
 
-def transfer_runs(root: Path, key: str, args, overrides) -> dict:
+def transfer_runs(root: Path, key: str, args, overrides, tally: transfer.Tally) -> dict:
   """{'finetune' | 'probe': {pretraining seed: {fine-tuning seed: metrics}}} of one pretraining key: every
   pretraining seed fine-tuned with every fine-tuning seed and probed once (the probe's only randomness besides
   the features is its cross-validation split, held fixed). Without pretraining (key ''), one group: as many
   fine-tuning seeds as the pretrained cells have runs, and a probe of each pretraining seed's random init."""
   tune = dict(dataset="digits", steps=args.finetune_steps, labels=args.labels, overrides=overrides,
-              restart=args.restart)
+              restart=args.restart, tally=tally)
   if not key:
     runs = args.pretrain_seeds * args.finetune_seeds
     return {"finetune": {"none": transfer.over_seeds(root / "finetune" / "scratch", init="", seeds=range(runs),
@@ -99,7 +99,7 @@ def transfer_runs(root: Path, key: str, args, overrides) -> dict:
   for p in range(args.pretrain_seeds):
     init = root / "pretrain" / key / f"seed{p}"
     transfer.run(pretrain_config(key, args.pretrain_steps, p), init, f"pretrain {key} seed {p}", overrides,
-                 restart=args.restart)
+                 restart=args.restart, tally=tally)
     for mode, seeds in (("finetune", range(args.finetune_seeds)), ("probe", [0])):
       out[mode][p] = transfer.over_seeds(root / mode / key / f"pretrain_seed{p}", init=str(init), seeds=seeds,
                                          probe=mode == "probe", label=f"{mode} {key} pretrain seed {p}", **tune)
@@ -194,20 +194,20 @@ def main():
   transfer.use_compilation_cache(root / "jax_cache")
   start = time.time()
   rows = cells(rows, sweeps)
+  tally = transfer.Tally()
   keys = list(dict.fromkeys(key for _, _, key in rows))
   by_key = {}
   for n, key in enumerate(keys):
     names = ", ".join(row_label(g, v) for g, v, k in rows if k == key)
     print(f"[{n + 1}/{len(keys)}] {names} ({time.time() - start:.0f} s so far)", file=sys.stderr, flush=True)
-    by_key[key] = transfer_runs(root, key, args, overrides)
+    by_key[key] = transfer_runs(root, key, args, overrides, tally)
   results = {f"{group}={value}": by_key[key] for group, value, key in rows}
-  seconds, made_on = transfer.recorded(root)
-  text = (table(results, rows, args) + f"; the runs took {seconds / 60:.1f} min of training.\n\nMeasured: "
-          + "; ".join(made_on))
+  took = "an unrecorded time" if tally.seconds is None else f"{tally.seconds / 60:.1f} min"
+  text = table(results, rows, args) + f"; the runs took {took} of training.\n\nMeasured: " + "; ".join(tally.made_on)
   print("\n" + text)
   util.write_atomic(root / "table.md", text + "\n")
-  util.write_atomic(root / "results.json", json.dumps({"settings": vars(args), "seconds": seconds,
-                                                         "made_on": made_on, "results": results}, indent=1))
+  util.write_atomic(root / "results.json", json.dumps({"settings": vars(args), "seconds": tally.seconds,
+                                                         "made_on": tally.made_on, "results": results}, indent=1))
   plot(root / "sweeps.png", results, sweeps)
   print(f"wrote {root / 'table.md'}, results.json and sweeps.png")
   if hint:
@@ -215,5 +215,5 @@ def main():
 
 
 if __name__ == "__main__":
-  with util.one_line_exits("scaling_backwards.py", STOPS):
+  with util.one_line_exits("scaling_backwards.py", STOPS, resumes=True):
     main()

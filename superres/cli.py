@@ -57,6 +57,10 @@ def _curate(args) -> None:
     settings = {k: getattr(args, k) for k in ("min_segments", "max_blockiness", "min_quality", "min_megapixels",
                                                "dedup", "dedup_threshold", "strata", "strata_by", "link", "format")}
     record = provenance.fingerprint(settings, {"scores": provenance.file_digest(args.scores)})
+    for root in sorted({d["root"] for d in decisions if d.get("root")}):
+      if out.resolve().is_relative_to(root):
+        raise ValueError(f"--out {out} is inside the folder that was scored ({root}): its images would be "
+                         "scored and curated again; give a folder outside it")
     with util.OutputFolder(out, "superres curate", record, args.replace) as folder:
       if args.format == "tfds":
         _write_tfds(decisions, folder)
@@ -86,11 +90,13 @@ def _write_tfds(decisions, folder: util.OutputFolder) -> None:
   for k, name in enumerate(names):
     part = kept[k * per_shard:(k + 1) * per_shard]
     path = folder.folder / name
+    shards.append(path)
+    lengths.append(len(part))
+    if folder.fresh(name):  # the same curation of the same table: the same shard
+      continue
     examples = [{"image": io.BytesIO(util.png_bytes(scoring.load_rgb(Path(d["path"]))[0])), "path": d["path"],
                  "stratum": -1 if d.get("stratum") is None else int(d["stratum"])} for d in part]
     writers.write_tfds_shard(features, examples, path)
-    shards.append(path)
-    lengths.append(len(part))
   writers.write_tfds_metadata(folder.folder, features, {"train": (shards, lengths)}, "images kept by superres curate")
   folder.finish()
 
@@ -126,7 +132,7 @@ def _upscale(args) -> None:
   """IN (a file or a folder) -> OUT (a PNG file, or a folder of PNGs at the inputs' relative paths, with
   '.png' appended to names of other formats: a.jpg -> a.jpg.png; two inputs of one output name are refused).
   A folder OUT is written through util.OutputFolder: a rerun with the same checkpoint and tiling continues
-  (outputs newer than their input are kept; outputs of inputs gone since are removed), one with another is
+  (outputs of unchanged inputs are kept, of changed ones redone, of removed ones removed), one with another is
   refused unless --replace; unreadable inputs are listed and skipped."""
   from superres.sr import data, upscale
   src, out = Path(args.input), Path(args.output)
@@ -151,10 +157,9 @@ def _upscale(args) -> None:
     return
   record = provenance.fingerprint({"tile": args.tile, "overlap": args.overlap}, {"checkpoint": upscaler.checkpoint})
   with util.OutputFolder(out, "superres upscale", record, args.replace, flag="OUT") as folder:
-    pairs = [(p, folder.claim(name, str(p))) for p, name in inputs]
+    pairs = [(p, name, folder.claim(name, str(p), util.output_folder.signature(p))) for p, name in inputs]
     folder.begin()
-    fresh = lambda p, o: folder.reusable and o.exists() and o.stat().st_mtime_ns >= p.stat().st_mtime_ns
-    todo = [(p, o) for p, o in pairs if not fresh(p, o)]
+    todo = [(p, o) for p, name, o in pairs if not folder.fresh(name)]
     failed = _upscale_all(upscaler, todo, args.quiet or len(todo) < 2)
     folder.finish()
   print(f"{out}: {len(todo) - failed} upscaled x{upscaler.scale}, {len(pairs) - len(todo)} already there, "

@@ -33,43 +33,62 @@ def use_compilation_cache(folder: str | os.PathLike) -> None:
 SECONDS = "wall_seconds.json"  # a run's own wall-clock time (summed over its sessions) and where it was made
 
 
+class Tally:
+  """What the runs of one study took and where they were measured, as each run recorded it when it trained
+  (a run reused by a rerun reports its own time, not the rerun's)."""
+
+  def __init__(self):
+    self.runs: list[dict] = []
+
+  def add(self, record: dict) -> None:
+    self.runs.append(record)
+
+  @property
+  def seconds(self) -> float | None:
+    """The summed training time; None when a run made before times were kept is among them."""
+    times = [r.get("seconds") for r in self.runs]
+    return None if None in times else float(sum(times))
+
+  @property
+  def made_on(self) -> list[str]:
+    return sorted({r["made_on"] for r in self.runs})
+
+
 def run(config, workdir: str | os.PathLike, label: str, overrides: dict | None = None, progress: bool = False,
-        restart: bool = False) -> dict:
+        restart: bool = False, tally: Tally | None = None) -> dict:
   """train_and_evaluate (config updated by `overrides`; a progress bar only if asked), then one line to stderr
-  with the run's own time: a finished run that is reused keeps the time it took when it trained. Returns its
-  final metrics and its time as `seconds`."""
+  with the run's own time. The time of every session that trains it is added to its record (an interrupted
+  one too); a finished run that is reused keeps its record. Returns its final metrics; `tally` gets the
+  record."""
   from fractalpre.training import classification
   config.update(overrides or {})
   workdir = Path(workdir)
   metrics_file = workdir / "metrics.jsonl"
   old = metrics_file.read_bytes() if metrics_file.exists() else None
-  t = time.time()
-  metrics = classification.train_and_evaluate(config, workdir, progress=progress, restart=restart)
-  elapsed = time.time() - t
-  reused = old is not None and metrics_file.read_bytes() == old
-  record = _record(workdir / SECONDS)  # none for a fresh run, and for one whose old run was moved aside
-  if not (reused and record):
-    record = {"seconds": record.get("seconds", 0.0) + elapsed, "made_on": machine.stamp()}
-    util.write_atomic(workdir / SECONDS, json.dumps(record) + "\n")
-  seconds = record["seconds"]
-  print(f"  {label}: {seconds:.0f} s{' (reused)' if reused else ''}", file=sys.stderr, flush=True)
-  return {**metrics, "seconds": seconds}
+  t, reused = time.time(), False
+  try:
+    metrics = classification.train_and_evaluate(config, workdir, progress=progress, restart=restart)
+    reused = old is not None and metrics_file.read_bytes() == old
+  finally:
+    record = _record(workdir / SECONDS)  # none for a fresh run, and for one whose old run was moved aside
+    if reused and not record:
+      record = {"seconds": None, "made_on": "not recorded (trained before times were kept)"}
+    elif not reused and workdir.is_dir():
+      record = {"seconds": (record.get("seconds") or 0.0) + time.time() - t, "made_on": machine.stamp()}
+      util.write_atomic(workdir / SECONDS, json.dumps(record) + "\n")
+  seconds = "time not recorded" if record["seconds"] is None else f"{record['seconds']:.0f} s"
+  print(f"  {label}: {seconds}{' (reused)' if reused else ''}", file=sys.stderr, flush=True)
+  if tally is not None:
+    tally.add(record)
+  return metrics
 
 
 def _record(path: Path) -> dict:
   try:
     record = json.loads(path.read_text())
-    return {"seconds": float(record["seconds"]), "made_on": str(record.get("made_on", "not recorded"))}
+    return {"seconds": float(record["seconds"]), "made_on": str(record["made_on"])}
   except (OSError, ValueError, KeyError, TypeError):
     return {}
-
-
-def recorded(root: str | os.PathLike) -> tuple[float, list[str]]:
-  """(summed training time, the distinct 'date, commit, machine' stamps) of every run under `root`, as each
-  recorded them when it trained: a rerun that reuses finished runs reports what the work took and where."""
-  records = [_record(p) for p in sorted(Path(root).rglob(SECONDS)) if "replaced_runs" not in p.parts]
-  records = [r for r in records if r]
-  return sum(r["seconds"] for r in records), sorted({r["made_on"] for r in records})
 
 
 def finetune_config(dataset: str, init: str, seed: int, steps: int, labels: int, probe: bool = False):
@@ -82,13 +101,14 @@ def finetune_config(dataset: str, init: str, seed: int, steps: int, labels: int,
 
 
 def over_seeds(workdir: Path, dataset: str, init: str, seeds, steps: int, labels: int, probe: bool = False,
-               label: str = "", overrides: dict | None = None, restart: bool = False) -> dict[int, dict]:
+               label: str = "", overrides: dict | None = None, restart: bool = False,
+               tally: Tally | None = None) -> dict[int, dict]:
   """{seed: {top1, nll, ece}} of fine-tuning (or probing) from `init` on the test split, one workdir per seed."""
   out = {}
   for seed in seeds:
     config = finetune_config(dataset, init, seed, steps, labels, probe)
     metrics = run(config, workdir / f"seed{seed}", f"{label or workdir.name} seed {seed}", overrides,
-                  restart=restart)
+                  restart=restart, tally=tally)
     out[seed] = {k: float(metrics[f"eval_{k}"]) for k in METRICS}
   return out
 

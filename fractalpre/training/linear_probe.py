@@ -115,8 +115,9 @@ def probe_and_evaluate(config, workdir: str | os.PathLike, restart: bool = False
     train_x, train_y = features(model, variables, train, config.image_size)
     test_x, test_y = features(model, variables, test, config.image_size)
     if not (np.isfinite(train_x).all() and np.isfinite(test_x).all()):
-      raise util.UsageError(f"init_from {config.init_from}: the model's features are not finite (NaN or infinite "
-                            "parameters, as a diverged run leaves them); probe an earlier or another checkpoint")
+      raise util.UsageError(f"init_from {config.get('init_from') or '(none: a random init)'}: the model's features "
+                            "are not finite (NaN or infinite parameters, as a diverged run leaves them); probe "
+                            "another run")
     scores = probe(train_x, train_y, test_x, test_y, train.num_classes, config.seed)
     record = {f"eval_{k}": v for k, v in scores.items()}
     writer = metric_writer.MetricWriter(workdir, tensorboard=False)

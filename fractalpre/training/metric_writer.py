@@ -95,6 +95,14 @@ def _finite_or_none(value) -> float | None:
   return value if math.isfinite(value) else None
 
 
+def last_values(records: list[dict]) -> dict:
+  """The last logged value of every metric over these records (a run's, across its sessions)."""
+  final = {}
+  for record in records:
+    final.update({k: v for k, v in record.items() if k != "step"})
+  return final
+
+
 def read(workdir: str | Path) -> list[dict]:
   """The records of WORKDIR/metrics.jsonl. A partial last line (what a crash or a full disk leaves) is
   dropped with a warning; a damaged line before the last is an error naming the file and line."""

@@ -254,15 +254,11 @@ def finished_result(config, workdir, restart: bool = False, harmless: tuple[str,
     return None
   lock = workdir_claim.claim(workdir, config, restart, harmless)
   try:
-    records = metric_writer.read(workdir) if (workdir / "metrics.jsonl").exists() else []
-    if not (records and records[-1]["step"] == config.total_steps
+    if not (workdir_claim.finished(workdir, config)
             and (workdir / "checkpoints" / str(config.total_steps)).is_dir()
             and checkpoints.restores(workdir, config.total_steps)):
       return None
-    final = {}
-    for record in records:
-      final.update({k: v for k, v in record.items() if k != "step"})
-    return final
+    return metric_writer.last_values(metric_writer.read(workdir))
   finally:
     lock.release()
 
@@ -335,9 +331,7 @@ def _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
   if restored is not None and jax.process_index() == 0:
     print(f"resumed from step {start} in {workdir / 'checkpoints'}", file=sys.stderr)
 
-  final = {}  # the last logged value of every metric, those of earlier sessions of this run included
-  for record in writer.read():
-    final.update({k: v for k, v in record.items() if k != "step"})
+  final = metric_writer.last_values(writer.read())  # earlier sessions of this run included
   unit = config.get("progress_unit", "img")
   bar = tqdm(total=config.total_steps * config.batch_size, initial=start * config.batch_size, unit=unit,
              unit_scale=True, disable=not progress or jax.process_index() != 0, desc=workdir.name)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import jax
 import ml_collections
 
 from fractalpre import util
-from fractalpre.training import checkpoints
+from fractalpre.training import checkpoints, metric_writer
 from fractalpre.util import provenance
 
 CONFIG = "config.json"
@@ -30,25 +31,43 @@ HARMLESS = ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints", 
             "tensorboard", "wandb.project", "wandb.mode", "wandb.name", "progress_unit", "data.workers", "data.prefetch")
 
 
-INPUT_KEYS = ("path", "image", "data_dir")  # config keys (at any depth) that name a file or folder a run reads
+INPUT_KEYS = ("path", "image")  # config keys (at any depth) that name a file or folder a run reads
 
 
 def input_digests(config) -> dict[str, str]:
   """{key: content digest} of what a run reads besides its config: init_from's checkpoint (its step and a
-  digest of its parameters), and every file or folder a `*.path`, `*.image` or `*.data_dir` key names (a
-  file's bytes, a folder's listing). A key naming nothing on disk (a bundled photo's name) has none."""
+  digest of its parameters), every file or folder a `*.path` or `*.image` key names (a file's bytes, a
+  folder's listing), and a TFDS dataset's own folder (`name` under `data_dir`, or `name` as a folder; never
+  the whole data_dir, which holds other datasets). A key naming nothing on disk (a bundled photo's name, a
+  TFDS name not prepared yet) has none."""
   out = {}
   if config.get("init_from"):
     step, state = checkpoints.newest_state(config.init_from)
     out["init_from"] = checkpoints.fingerprint(step, state)
-  for key, value in provenance.flatten(config).items():
-    if key.rsplit(".", 1)[-1] in INPUT_KEYS and isinstance(value, str) and value:
+  flat = provenance.flatten(config)
+  for key, value in flat.items():
+    prefix, _, leaf = key.rpartition(".")
+    prefix = prefix + "." if prefix else ""
+    path = None
+    if leaf in INPUT_KEYS and isinstance(value, str) and value:
       path = Path(value).expanduser()
-      if path.is_file():
-        out[key] = f"file {provenance.file_digest(path)}"
-      elif path.is_dir():
-        out[key] = f"folder listing {provenance.listing_digest(path)}"
+    elif leaf == "name" and flat.get(f"{prefix}kind") == "tfds" and value:
+      data_dir = flat.get(f"{prefix}data_dir")
+      path = Path(data_dir).expanduser() / value if data_dir else Path(value).expanduser()
+    if path is not None and path.is_file():
+      out[key] = f"file {provenance.file_digest(path)}"
+    elif path is not None and path.is_dir():
+      out[key] = f"folder listing {provenance.listing_digest(path)}"
   return out
+
+
+def finished(workdir: Path, config) -> bool:
+  """Whether the run in this folder logged its last step (a probe: its one line)."""
+  try:
+    records = metric_writer.read(workdir)
+  except (OSError, ValueError):  # a damaged metrics file: not a result to reuse
+    return False
+  return bool(records) and (bool(config.get("linear_probe")) or records[-1]["step"] >= config.total_steps)
 
 
 def started(workdir: Path) -> bool:
@@ -83,28 +102,36 @@ def claim(workdir: str | os.PathLike, config: ml_collections.ConfigDict, restart
   processes): release it when the run ends."""
   workdir = Path(workdir)
   util.check_folder(workdir, "--workdir")
+  # every process: restoring init_from is collective in a multi-process job
+  record = provenance.fingerprint(json.loads(config.to_json()), input_digests(config))
   if jax.process_index() != 0:
     return None
   workdir.mkdir(parents=True, exist_ok=True)
   lock = util.FolderLock(workdir, "trainer").acquire()
   try:
-    record = provenance.fingerprint(json.loads(config.to_json()), input_digests(config))
     path = workdir / CONFIG
     if path.exists() and started(workdir):
       old = provenance.read(workdir)
-      unknown = old is None  # a run from before fingerprints: its config is all that is known
-      if unknown:
+      soft = [] if old else [f"no {provenance.FILE} records its inputs and package version"]
+      if old is None:  # a run from before fingerprints: its config is all that is known
         try:
           old = {**record, "config": json.loads(path.read_text())}
         except ValueError:
           old = {**record, "config": {"(unreadable config.json)": True}}
       differences = provenance.differences(old, record, HARMLESS + harmless)
-      if unknown:
-        differences.append(f"no {provenance.FILE} records its inputs and package version")
+      soft += [d for d in differences if d.startswith("package version:")]
+      hard = [d for d in differences if not d.startswith("package version:")]
+      if soft and not hard and not restart and not finished(workdir, config):
+        # an unfinished run resumes under this package (its checkpoints are the user's investment); a
+        # finished result of another version is never reused
+        print(f"warning: resuming the run in {workdir} ({'; '.join(soft)}); it now records this run's "
+              "fingerprint", file=sys.stderr, flush=True)
+        soft = []
+      differences = hard + soft
       if differences and not restart:
         raise util.UsageError(
-            f"--workdir {workdir} holds a run with another config or inputs ({'; '.join(differences)}); use a new "
-            "--workdir, or --restart to move the old run aside and start over")
+            f"--workdir {workdir} holds a run with another config or inputs ({'; '.join(differences)}); use a "
+            "new --workdir, or --restart to move the old run aside and start over")
       if differences:
         print(f"moved the earlier run in {workdir} to {_move_old_run_aside(workdir)}", flush=True)
     util.write_atomic(path, config.to_json(indent=1) + "\n")

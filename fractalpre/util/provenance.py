@@ -2,10 +2,10 @@
 
 A fingerprint is the resolved config (a nested dict), a content digest of every input that was read (a
 checkpoint's step and a digest of its parameters, a score table's bytes, an image folder's listing) and the
-package version. Every result that is reused (a finished or resumed run, a probe, a study cell, a curated
-or upscaled folder) records one in its folder (`provenance.json`), and is reused only while a fresh
-fingerprint of what it would be made from is equal; `differences` names what changed in one line's worth
-of words, for the caller to recompute or refuse.
+package version. Every result that is reused records one: a training workdir (a finished or resumed run, a
+probe, a study cell) in `provenance.json`, an output folder (curated, upscaled, exported) in its
+`fractalpre-output.json`. It is reused only while a fresh fingerprint of what it would be made from is
+equal; `differences` names what changed, for the caller to recompute or refuse.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from pathlib import Path
 
 from fractalpre.util.files import is_lock, is_temporary, write_atomic
 
-FILE = "provenance.json"
+FILE = "provenance.json"  # a training workdir's record
+OUTPUT_MANIFEST = "fractalpre-output.json"  # an output folder's record (util.output_folder)
 _CHUNK = 1 << 20
 
 
@@ -42,14 +43,14 @@ def file_digest(path: str | os.PathLike) -> str:
 
 def listing_digest(folder: str | os.PathLike) -> str:
   """sha256 of a folder's listing: every file's relative path, size and modification time, hidden names,
-  locks and temporary files left out. Cheap for large image folders, and changed by any added, removed,
-  renamed or rewritten file."""
+  locks, temporary files and an output folder's own record left out. Cheap for large image folders, and
+  changed by any added, removed, renamed or rewritten file."""
   folder = Path(folder)
   h = hashlib.sha256()
   for root, dirs, files in os.walk(folder):
     dirs[:] = sorted(d for d in dirs if not d.startswith("."))
     for name in sorted(files):
-      if name.startswith(".") or is_lock(name) or is_temporary(name):
+      if name.startswith(".") or is_lock(name) or is_temporary(name) or name == OUTPUT_MANIFEST:
         continue
       path = Path(root) / name
       st = path.stat()
@@ -111,12 +112,3 @@ def read(folder: str | os.PathLike) -> dict | None:
 
 def write(folder: str | os.PathLike, record: dict) -> None:
   write_atomic(Path(folder) / FILE, json.dumps(record, indent=1, sort_keys=True) + "\n")
-
-
-def check(folder: str | os.PathLike, record: dict, ignore: tuple[str, ...] = ()) -> list[str]:
-  """What keeps the result in `folder` from being reused as the result of `record`: [] when its recorded
-  fingerprint is equal, ['no record of what made it'] when it has none."""
-  old = read(folder)
-  if old is None:
-    return [f"no readable {FILE} records what made it"]
-  return differences(old, record, ignore)

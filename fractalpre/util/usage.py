@@ -24,17 +24,18 @@ def usage_errors(prefix: str = ""):
 
 
 @contextlib.contextmanager
-def one_line_exits(prog: str, stops: tuple = ()):
+def one_line_exits(prog: str, stops: tuple = (), resumes: bool = False):
   """The one way every command line and script ends on a user's mistake: inside, a UsageError is one line
-  and exit 2, Ctrl-C one line and exit 130, and each (exception type, exit status) of `stops` (the caller's
-  own ends: a diverged run 1, a preemption 143) its message in one line with that status. Anything else is
-  a bug and keeps its traceback."""
+  and exit 2, Ctrl-C one line and exit 130 (saying that the same command continues, where it does:
+  `resumes`), and each (exception type, exit status) of `stops` (the caller's own ends: a diverged run 1, a
+  preemption 143) its message in one line with that status. Anything else is a bug and keeps its traceback."""
   try:
     yield
   except UsageError as e:
     raise SystemExit(fail(f"{prog}: error: {e}")) from None
   except KeyboardInterrupt:
-    print(f"{prog}: interrupted; the same command continues where it stopped", file=sys.stderr)
+    print(f"{prog}: interrupted{'; the same command continues where it stopped' if resumes else ''}",
+          file=sys.stderr)
     raise SystemExit(130) from None
   except Exception as e:
     status = next((code for kind, code in stops if isinstance(e, kind)), None)

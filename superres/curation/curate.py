@@ -111,13 +111,21 @@ def output_names(decisions: list[dict]) -> list[tuple[dict, str]]:
 
 def write_folder(decisions: list[dict], folder: util.OutputFolder, link: str = "copy") -> int:
   """Kept images into the output folder (util.OutputFolder) at their names from `output_names`, each placed
-  atomically; images a stopped run of the same curation placed already are kept. Returns how many."""
+  atomically; images a stopped run of the same curation placed already, from unchanged files, are kept.
+  Returns how many."""
   if link not in LINKS:
     raise ValueError(f"link must be one of {LINKS}, got {link!r}")
-  named = [(Path(d["path"]), folder.claim(name, d["path"])) for d, name in output_names(decisions)]
+  named = []
+  for d, name in output_names(decisions):
+    try:
+      signature = util.output_folder.signature(d["path"])
+    except OSError as e:
+      raise util.UsageError(f"{d['path']} was scored but cannot be read now ({e.strerror or e}); score the "
+                            "folder again") from None
+    named.append((Path(d["path"]), name, folder.claim(name, d["path"], signature)))
   folder.begin()
-  for src, dst in named:
-    if folder.reusable and (dst.exists() or dst.is_symlink()):
+  for src, name, dst in named:
+    if folder.fresh(name):
       continue
     dst.parent.mkdir(parents=True, exist_ok=True)
     with util.atomic_path(dst) as tmp:

@@ -3,6 +3,7 @@ flags, one shared workdir), against one process with the same 4 devices; a SIGKI
 with the same command, and on one process."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -143,3 +144,33 @@ def test_sigterm_saves_one_step_on_every_process_and_the_same_command_resumes(tm
   argv = _argv(workdir, saved + 2, "--config.checkpoint_every=100000")
   again = subprocess.run(argv, env=_env(4), capture_output=True, text=True)  # resumes, here on one process
   assert again.returncode == 0 and f"resumed from step {saved}" in again.stderr, again.stderr[-2000:]
+
+
+def test_processes_started_with_different_configs_are_refused_on_every_process(tmp_path):
+  port = _port()
+  procs = [subprocess.Popen(_argv(tmp_path / "w", STEPS, "--distributed", f"--coordinator_address=127.0.0.1:{port}",
+                                  "--num_processes=2", f"--process_id={i}", *(["--config.optim.lr=0.5"] if i else [])),
+                            env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    lines = [line for line in err.strip().splitlines() if "fractalpre.train" in line]
+    assert p.returncode == 2 and len(lines) == 1, err[-2000:]
+    assert re.fullmatch(r"fractalpre.train: error: process 1 was started with another config or package version "
+                        r"than process 0 \(optim.lr: [0-9.e-]+ -> 0.5\); start every process of the job with the "
+                        r"same command and installation", lines[0]), lines
+  assert not (tmp_path / "w" / "metrics.jsonl").exists()
+
+
+def test_a_coordinator_address_that_cannot_work_is_one_line_before_grpc_sees_it(tmp_path):
+  with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    for address, message in ((f"127.0.0.1:{port}", f"port {port} is taken on this host"),
+                             ("127.0.0.1:http", "must be HOST:PORT with a port in 1..65535, got '127.0.0.1:http'"),
+                             ("127.0.0.1:70000", "must be HOST:PORT with a port in 1..65535")):
+      result = subprocess.run(_argv(tmp_path / "w", 2, "--distributed", f"--coordinator_address={address}",
+                                    "--num_processes=2", "--process_id=0"),
+                              env=_env(2), capture_output=True, text=True, timeout=120)
+      assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+      assert message in result.stderr

@@ -157,3 +157,36 @@ def test_the_loop_fetches_nothing_from_the_devices_between_log_steps(tmp_path, m
     counts.append(len(fetches))
     fetches.clear()
   assert counts[0] == counts[1] > 0, counts
+
+
+def test_the_inputs_a_run_reads_are_fingerprinted_and_a_tfds_root_is_not_hashed_whole(tmp_path):
+  from fractalpre.training import workdir_claim
+  (tmp_path / "images" / "a").mkdir(parents=True)
+  (tmp_path / "images" / "a" / "x.png").write_bytes(b"1")
+  (tmp_path / "tfds" / "mine" / "1.0.0").mkdir(parents=True)
+  (tmp_path / "tfds" / "other").mkdir()
+  config = tiny_config()
+  config.data = {"kind": "folder", "path": str(tmp_path / "images")}
+  config.eval = {"kind": "tfds", "name": "mine", "data_dir": str(tmp_path / "tfds")}
+  first = workdir_claim.input_digests(config)
+  assert set(first) == {"data.path", "eval.name"}
+  (tmp_path / "tfds" / "other" / "downloaded").write_bytes(b"another dataset")  # not this run's input
+  assert workdir_claim.input_digests(config) == first
+  (tmp_path / "tfds" / "mine" / "1.0.0" / "shard").write_bytes(b"regenerated")
+  (tmp_path / "images" / "a" / "y.png").write_bytes(b"2")
+  changed = workdir_claim.input_digests(config)
+  assert all(changed[k] != first[k] for k in first)
+
+
+def test_a_run_that_saved_nothing_blocks_nothing_and_a_new_version_resumes_only_an_unfinished_run(
+    tmp_path, monkeypatch, capsys):
+  (tmp_path / "w").mkdir()
+  (tmp_path / "w" / "config.json").write_text('{"a refused start": true}')
+  classification.train_and_evaluate(tiny_config(total_steps=2, checkpoint_every=1), tmp_path / "w", progress=False)
+  monkeypatch.setattr("fractalpre.__version__", "9.9")
+  # unfinished (it goes on to 3 steps): resumed with one warning line
+  classification.train_and_evaluate(tiny_config(total_steps=3, checkpoint_every=1), tmp_path / "w", progress=False)
+  assert 'warning: resuming the run in' in capsys.readouterr().err
+  monkeypatch.setattr("fractalpre.__version__", "10.0")
+  with pytest.raises(util.UsageError, match=r'\(package version: "9.9" -> "10.0"\); use a new --workdir'):
+    classification.train_and_evaluate(tiny_config(total_steps=3, checkpoint_every=1), tmp_path / "w", progress=False)

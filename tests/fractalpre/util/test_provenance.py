@@ -15,34 +15,36 @@ def test_equal_inputs_reuse_and_each_change_is_named(tmp_path, monkeypatch):
   (tmp_path / "scores.csv").write_text("path\na.png\n")
   out = tmp_path / "out"
   out.mkdir()
-  assert provenance.check(out, _record(tmp_path)) == [f"no readable {provenance.FILE} records what made it"]
+  assert provenance.read(out) is None
   provenance.write(out, _record(tmp_path))
-  assert provenance.check(out, _record(tmp_path)) == []
+  check = lambda record, ignore=(): provenance.differences(provenance.read(out), record, ignore)
+  assert check(_record(tmp_path)) == []
   # a setting
-  assert provenance.check(out, _record(tmp_path, min_quality=90)) == ["min_quality: 80 -> 90"]
+  assert check(_record(tmp_path, min_quality=90)) == ["min_quality: 80 -> 90"]
   # an ignored setting, and a key added since that is off
-  assert provenance.check(out, _record(tmp_path, min_quality=90), ignore=("min_quality",)) == []
-  assert provenance.check(out, _record(tmp_path, dedup=None)) == []
+  assert check(_record(tmp_path, min_quality=90), ignore=("min_quality",)) == []
+  assert check(_record(tmp_path, dedup=None)) == []
   # the input's bytes (a touch alone changes nothing)
   os.utime(tmp_path / "scores.csv", ns=(1, 1))
-  assert provenance.check(out, _record(tmp_path)) == []
+  assert check(_record(tmp_path)) == []
   (tmp_path / "scores.csv").write_text("path\nb.png\n")
-  [change] = provenance.check(out, _record(tmp_path))
+  [change] = check(_record(tmp_path))
   assert change.startswith("scores: ") and " -> " in change
   # the package version
   (tmp_path / "scores.csv").write_text("path\na.png\n")
   monkeypatch.setattr("fractalpre.__version__", "9.9")
-  assert provenance.check(out, _record(tmp_path)) == ['package version: "0.1.0" -> "9.9"']
-  # a damaged record is never reused
+  assert check(_record(tmp_path)) == ['package version: "0.1.0" -> "9.9"']
+  # a damaged record is no record
   (out / provenance.FILE).write_text("{not json")
-  assert provenance.check(out, _record(tmp_path)) != []
+  assert provenance.read(out) is None
 
 
 def test_listing_digest_sees_added_removed_renamed_and_rewritten_files(tmp_path):
   (tmp_path / "a").mkdir()
   (tmp_path / "a" / "x.png").write_bytes(b"1")
   first = provenance.listing_digest(tmp_path)
-  (tmp_path / ".lock").write_text("123")  # a lock or a hidden file is not part of the listing
+  (tmp_path / ".lock").write_text("123")  # a lock, a hidden file or an output folder's record is not part of it
+  (tmp_path / provenance.OUTPUT_MANIFEST).write_text("{}")
   assert provenance.listing_digest(tmp_path) == first
   (tmp_path / "a" / "y.png").write_bytes(b"2")
   added = provenance.listing_digest(tmp_path)

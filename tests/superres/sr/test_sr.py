@@ -257,7 +257,8 @@ def test_tfds_source_reads_a_curated_tfds_dataset(tmp_path):
   with util.OutputFolder(tmp_path / "curated", "superres curate", {}) as folder:
     cli._write_tfds(rows, folder)  # what `superres curate --format tfds` writes
   held = json.loads((tmp_path / "curated" / util.output_folder.MANIFEST).read_text())["files"]
-  assert held == sorted(p.name for p in (tmp_path / "curated").iterdir() if p.name != util.output_folder.MANIFEST)
+  assert sorted(held) == sorted(p.name for p in (tmp_path / "curated").iterdir()
+                                if p.name != util.output_folder.MANIFEST)
   source = data.get_source(ml_collections.ConfigDict(dict(kind="tfds", name=str(tmp_path / "curated"),
                                                           split="train")))
   assert len(source) == 2
