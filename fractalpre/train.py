@@ -53,6 +53,8 @@ def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[
   flags.DEFINE_string("coordinator_address", None, "with --distributed: HOST:PORT of process 0")
   flags.DEFINE_integer("num_processes", None, "with --distributed: how many processes the job has")
   flags.DEFINE_integer("process_id", None, "with --distributed: this process's index, 0 .. num_processes-1")
+  flags.DEFINE_float("coordinator_timeout", 300.0, "with --distributed: seconds to wait for every process to "
+                     "join before giving up in one line naming the ones that did not")
   flags.mark_flags_as_required(["config", "workdir"])
   FLAGS = _parse_flags(sys.argv if argv is None else argv, prog)
   # a real command line (not a test's call): CPU runs re-execute under tcmalloc
@@ -67,7 +69,8 @@ def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[
   try:
     with util.one_line_exits(prog, STOPS, resumes=True):
       if FLAGS.distributed:
-        distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+        distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                               FLAGS.coordinator_timeout)
         distributed.check_agreement(FLAGS.config)
       metrics = train_fn(FLAGS.config, FLAGS.workdir, restart=FLAGS.restart)
   except OutOfSpace as e:

@@ -173,24 +173,50 @@ def test_the_time_limit_saves_requeues_and_the_requeued_job_resumes(tmp_path):
   assert (tmp_path / "requeued").read_text().split() == ["4242"]  # a finished job is not requeued
 
 
+# A stand-in for gcloud that models what the TPU launcher relies on: `describe` gives a 4-worker pod's
+# addresses; `ssh --worker=I --command=C` runs C through a real shell (so quoting is tested) as worker I, whose
+# home is $OUT/worker-I, and after 0.3 s ends the session's process group with SIGHUP, as a dropped ssh
+# connection does (a worker run in the foreground of the session dies with it).
+# Not modelled: real hosts and networks, gcloud's own retries and keys, the TPU runtime.
 FAKE_GCLOUD = """#!/usr/bin/env bash
-# gcloud's part for the test: a 4-worker pod's addresses; each ssh prints the command it would run.
 if [ "$4" = describe ]; then echo "10.0.0.7;10.0.0.8;10.0.0.9;10.0.0.10"; exit; fi
 for arg in "$@"; do case "$arg" in --worker=*) worker=${arg#--worker=};; --command=*) command=${arg#--command=};; esac; done
-echo "$worker:" $command >> "$OUT/ssh.log"
+home=$OUT/worker-$worker
+mkdir -p "$home"
+HOME=$home setsid bash -c "$command" &
+session=$!
+sleep 0.3  # the connection drops while the command may still run: its session gets SIGHUP
+kill -HUP -- -"$session" 2>/dev/null
+wait "$session" 2>/dev/null
+exit 0
+"""
+# The worker's python: it outlives the ssh session only if the launcher detached it; it records its arguments.
+FAKE_PYTHON = """#!/usr/bin/env bash
+sleep 1
+printf '%s\\n' "$@" > "$HOME/args"
 """
 
 
-def test_the_tpu_launcher_starts_every_worker_with_the_multi_process_flags(tmp_path):
+def test_the_tpu_launcher_quotes_every_argument_and_its_workers_survive_a_dropped_session(tmp_path):
   for script in ("run_pod.sh", "setup_pod.sh", "create_pod.sh"):
     subprocess.run(["bash", "-n", str(ROOT / "scripts/tpu" / script)], check=True)
   bin_dir = tmp_path / "bin"
   bin_dir.mkdir()
   _executable(bin_dir / "gcloud", FAKE_GCLOUD)
+  for i in range(4):
+    (tmp_path / f"worker-{i}" / "fractalpre").mkdir(parents=True)
+    (tmp_path / f"worker-{i}" / "venv" / "bin").mkdir(parents=True)
+    _executable(tmp_path / f"worker-{i}" / "venv" / "bin" / "python", FAKE_PYTHON)
   env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path)}
-  subprocess.run(["bash", str(ROOT / "scripts/tpu/run_pod.sh"), "pod", "zone", "pretrain_1pfrac_vit", "/mnt/run",
-                  "--config.total_steps=9"], env=env, check=True)
-  lines = sorted((tmp_path / "ssh.log").read_text().splitlines())
-  assert lines == [f"{i}: cd ~/fractalpre && ~/venv/bin/python -m fractalpre.train --distributed --coordinator_address "
-                   f"10.0.0.7:8476 --num_processes 4 --process_id {i} --config pretrain_1pfrac_vit --workdir "
-                   "/mnt/run --config.total_steps=9" for i in range(4)]
+  odd = "--config.wandb.name=it's a \"run\" $HOME"
+  subprocess.run(["bash", str(ROOT / "scripts/tpu/run_pod.sh"), "pod", "zone", "pretrain_1pfrac_vit", "/mnt/my run",
+                  "--config.total_steps=9", odd], env=env, check=True, capture_output=True)
+  deadline = time.time() + 30
+  while time.time() < deadline and not all((tmp_path / f"worker-{i}" / "args").exists() for i in range(4)):
+    time.sleep(0.1)
+  for i in range(4):
+    args = (tmp_path / f"worker-{i}" / "args").read_text().splitlines()
+    assert args == ["-m", "fractalpre.train", "--distributed", "--coordinator_address", "10.0.0.7:8476",
+                    "--num_processes", "4", "--process_id", str(i), "--config", "pretrain_1pfrac_vit", "--workdir",
+                    "/mnt/my run", "--config.total_steps=9", odd]
+    assert (tmp_path / f"worker-{i}" / "fractalpre_logs" / f"pod-worker-{i}.pid").read_text().strip().isdigit()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import jax
 
@@ -16,12 +17,18 @@ FLAGS_HINT = ("pass --coordinator_address HOST:PORT (process 0's address, reacha
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> None:
-  """Joins this process to the job; what is None is detected by JAX from the cluster's environment."""
+               process_id: int | None = None, timeout_s: float = 300.0) -> None:
+  """Joins this process to the job; what is None is detected by JAX from the cluster's environment. Given all
+  three, the processes first meet in `rendezvous` (`timeout_s`), so that a missing peer is one line."""
+  if not timeout_s > 0 or timeout_s == float("inf"):
+    raise UsageError(f"--coordinator_timeout must be a number of seconds > 0, got {timeout_s}")
   if not cpu_allocator.accelerator_expected():
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes talk over TCP
+  kwargs = plan(coordinator_address, num_processes, process_id)
+  if kwargs.get("cluster_detection_method") == "deactivate" and num_processes > 1:
+    rendezvous(coordinator_address, num_processes, process_id, timeout_s)
   try:
-    jax.distributed.initialize(**plan(coordinator_address, num_processes, process_id))
+    jax.distributed.initialize(**kwargs, initialization_timeout=max(int(timeout_s), 1))
   except ValueError as e:  # JAX's words for "no cluster detected and not enough given"
     raise UsageError(f"--distributed: {' '.join(str(e).split())} No cluster environment (Slurm, Open MPI, TPU, "
                      f"Kubernetes) was detected: {FLAGS_HINT}") from None
@@ -57,6 +64,61 @@ def check_address(address: str, bind: bool) -> None:
       except OSError as e:
         raise UsageError(f"--coordinator_address {address}: port {port} is taken on this host ({e.strerror}); "
                          "process 0 listens there: choose a free port (another job may hold this one)") from None
+
+
+def rendezvous(address: str, num_processes: int, process_id: int, timeout_s: float) -> None:
+  """Every process reports to process 0 on the port after the coordinator's, and waits for its answer, before
+  JAX's own start: that one aborts the process with a C++ stack when a peer never comes. Process 0 answers
+  once all have reported; after `timeout_s` it names the processes that never did, in one line, and the
+  others end with one line too (the UsageError each raises)."""
+  host, _, port = address.rpartition(":")
+  host, port = host.strip("[]"), int(port) + 1
+  hint = ("start every process with the same --coordinator_address and --num_processes, check that they reach "
+          f"{address}, or wait longer (--coordinator_timeout)")
+  deadline = time.monotonic() + timeout_s
+  if process_id == 0:
+    try:
+      server = socket.create_server(("", port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as e:
+      raise UsageError(f"--coordinator_address {address}: port {port} (the one after it, where the processes "
+                       f"meet first) is taken on this host ({e.strerror}); choose another port") from None
+    peers: dict[int, socket.socket] = {}
+    with server:
+      while len(peers) < num_processes - 1:
+        server.settimeout(max(deadline - time.monotonic(), 0.01))
+        try:
+          conn, _ = server.accept()
+          conn.settimeout(5)
+          peers[int(conn.recv(32).decode().strip())] = conn
+        except (OSError, ValueError):  # the deadline, or a stranger on the port
+          if time.monotonic() >= deadline:
+            missing = sorted(set(range(1, num_processes)) - set(peers))
+            for conn in peers.values():
+              conn.close()
+            raise UsageError(f"process{'es' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of "
+                             f"{num_processes} never joined within {timeout_s:g} s; {hint}") from None
+      for conn in peers.values():
+        conn.sendall(b"go\n")
+        conn.close()
+    return
+  while True:
+    try:
+      conn = socket.create_connection((host, port), timeout=max(min(deadline - time.monotonic(), 5), 0.01))
+      break
+    except OSError:
+      if time.monotonic() >= deadline:
+        raise UsageError(f"process 0 at {address} never answered within {timeout_s:g} s; {hint}") from None
+      time.sleep(0.2)
+  with conn:
+    conn.sendall(f"{process_id}\n".encode())
+    conn.settimeout(max(deadline - time.monotonic(), 0.01) + 5)
+    try:
+      answer = conn.recv(8)
+    except OSError:
+      answer = b""
+  if answer != b"go\n":
+    raise UsageError(f"process 0 at {address} gave up waiting for the other processes (its own line names "
+                     f"them); {hint}")
 
 
 AGREE_TIMEOUT_MS = 300_000

@@ -174,3 +174,15 @@ def test_a_coordinator_address_that_cannot_work_is_one_line_before_grpc_sees_it(
                               env=_env(2), capture_output=True, text=True, timeout=120)
       assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
       assert message in result.stderr
+
+
+def test_a_lone_process_ends_with_one_line_naming_who_never_joined(tmp_path):
+  port = _port()
+  for process_id, message in ((0, "process 1 of 2 never joined within 3 s; start every process with the same "
+                                  "--coordinator_address and --num_processes"),
+                              (1, f"process 0 at 127.0.0.1:{port} never answered within 3 s")):
+    result = subprocess.run(_argv(tmp_path / "w", 2, "--distributed", f"--coordinator_address=127.0.0.1:{port}",
+                                  "--num_processes=2", f"--process_id={process_id}", "--coordinator_timeout=3"),
+                            env=_env(2), capture_output=True, text=True, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr[-2000:]
