@@ -148,10 +148,14 @@ def test_a_full_disk_during_a_save_is_one_line_and_the_last_good_checkpoint_resu
   assert (tmp_path / "w" / "checkpoints" / "8").is_dir()
 
 
-def test_a_warm_up_as_long_as_the_run_is_one_warning_line(tmp_path, capsys):
+def test_a_warm_up_as_long_as_the_run_is_one_warning_line(capsys):
+  from fractalpre.training import trainer
   config = tiny_config(total_steps=2)
   config.optim.warmup_steps = 2
-  classification.train_and_evaluate(config, tmp_path / "run", progress=False)
-  warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
-  assert warnings == ["warning: optim.warmup_steps 2 >= total_steps 2: the whole run is warm-up and the learning "
-                      "rate never reaches optim.lr"]
+  trainer.check_config(config)
+  assert capsys.readouterr().err.splitlines() == [
+      "warning: optim.warmup_steps 2 >= total_steps 2: the whole run is warm-up and the learning rate never "
+      "reaches optim.lr"]
+  config.optim.warmup_steps = 1
+  trainer.check_config(config)
+  assert capsys.readouterr().err == ""
