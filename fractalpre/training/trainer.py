@@ -250,8 +250,8 @@ def finished_result(config, workdir, restart: bool = False, harmless: tuple[str,
   claim's fingerprint check, which refuses any difference as for a resume), reused without building the
   model; None when there is no finished run to reuse. One-process jobs only: the others resume as usual."""
   workdir = Path(workdir)
-  if jax.process_count() > 1 or not (workdir / workdir_claim.CONFIG).exists():
-    return None
+  if jax.process_count() > 1 or not workdir_claim.finished(workdir, config):
+    return None  # the usual start (and its one claim): no second digest of the inputs for a run to resume
   lock = workdir_claim.claim(workdir, config, restart, harmless)
   try:
     if not (workdir_claim.finished(workdir, config)
