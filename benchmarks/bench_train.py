@@ -72,7 +72,7 @@ def step_times(config, steps):
   key, whole = classification.augment_key(config.seed), NamedSharding(mesh, P())
   input_fn = lambda step, inputs: aug(key, step, *data.batch(key, step, inputs), whole=whole)
   state, _, step_fn = trainer.build(config, mesh, model, shape, classification.classification_loss)
-  step_fn = trainer.device_input_step(step_fn, input_fn, NamedSharding(mesh, P("data")))
+  step_fn = trainer.DeviceInputStep(step_fn, input_fn, NamedSharding(mesh, P("data")))
   const_state, m = const_step(const_state, batch)
   state, m = step_fn(state, data.host_batch())
   jax.block_until_ready(m)

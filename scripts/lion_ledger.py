@@ -2,8 +2,9 @@
 
   python scripts/lion_ledger.py --model vit_ti16 --devices 8 [--json]
 
-For each comm mode the trainer's sharded step is compiled on `--devices` CPU devices and the collectives
-of the optimized HLO are listed (operation, dtype, shape). The bytes each device sends follow the usual
+For each Lion comm mode and each outer (DiLoCo) mode the trainer's sharded step is compiled on `--devices`
+CPU devices and the collectives of the optimized HLO are listed (operation, dtype, shape); the bytes of the
+steps that sync (momentum, or a fragment's outer step) are averaged over a run of `--steps` steps. The bytes each device sends follow the usual
 bandwidth-optimal algorithms for a buffer of B bytes over n devices: all-reduce (ring) 2 (n-1)/n B,
 all-gather (B = output) (n-1)/n B, all-to-all (n-1)/n B, reduce-scatter (B = input) (n-1)/n B. The
 cost model adds a latency alpha per algorithm step (all-reduce 2 (n-1), the others n-1) to bytes /
@@ -13,113 +14,15 @@ buffers (they do not depend on n, except for padding).
 from __future__ import annotations
 
 import json
-import math
-import re
 import sys
 
 import numpy as np
 
 from fractalpre import util
+from fractalpre.training.wire_bytes import collectives, mean_sent, sent_bytes, step_bytes  # noqa: F401 (its API)
 
-DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4,
-               "f32": 4, "s64": 8, "u64": 8, "f64": 8}
-COLLECTIVES = ("all-reduce", "all-gather", "all-to-all", "reduce-scatter", "collective-permute")
 LINKS = {"10 Gb/s Ethernet": (10e9 / 8, 25e-6), "100 Gb/s InfiniBand": (100e9 / 8, 3e-6)}  # (bytes/s, latency s)
 PARAMS = {"vit_ti16": 5.7e6, "vit_s16": 22.1e6, "vit_b16": 86.6e6}
-
-_OP = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s(" + "|".join(COLLECTIVES) + r")(-start)?\(")
-_SHAPE = re.compile(r"(\w+)\[([\d,]*)\]")
-_HEADER = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s*\(.*\{\s*$")
-_CALLS = re.compile(r"\b(?:calls|to_apply|body|condition)=%?([\w.\-]+)")
-_BRANCHES = re.compile(r"\b(?:branch_computations=\{([^}]*)\}|(?:true|false)_computation=%?([\w.\-]+))")
-_GROUPS = re.compile(r"replica_groups=(\{\{[\d,{}]*\}\}|\[[\d,]+\]<=\[[\d,]+\](?:T\([\d,]+\))?)")
-
-
-def _computations(hlo_text: str) -> tuple[dict[str, list[str]], str]:
-  """{computation name: its instruction lines} and the entry computation's name."""
-  comps, entry, current = {}, None, None
-  for line in hlo_text.splitlines():
-    header = _HEADER.match(line)
-    if header:
-      current = header.group(2)
-      comps[current] = []
-      entry = current if header.group(1) else entry
-    elif line.strip() == "}":
-      current = None
-    elif current is not None:
-      comps[current].append(line)
-  return comps, entry
-
-
-def replica_groups(line: str, devices: int) -> list[list[int]]:
-  """The device groups of one collective: explicit {{0,1},{2,3}}, or iota [G,S]<=[dims]T(perm)."""
-  m = _GROUPS.search(line)
-  if not m:
-    return [list(range(devices))]
-  spec = m.group(1)
-  if spec.startswith("{"):
-    return [[int(d) for d in g.split(",") if d] for g in re.findall(r"\{([\d,]*)\}", spec[1:-1])] or [list(range(devices))]
-  shape, dims, perm = re.fullmatch(r"\[([\d,]+)\]<=\[([\d,]+)\](?:T\(([\d,]+)\))?", spec).groups()
-  ids = np.arange(math.prod(int(d) for d in dims.split(","))).reshape([int(d) for d in dims.split(",")])
-  if perm:
-    ids = ids.transpose([int(p) for p in perm.split(",")])
-  return ids.reshape([int(d) for d in shape.split(",")]).tolist()
-
-
-def collectives(hlo_text: str, devices: int | None = None, local_devices: int = 0) -> list[dict]:
-  """[{op, dtype, shape, bytes, group, when, axis, name}] for each collective (each operand of a combined
-  one; `name` identifies the instruction) of an optimized HLO module:
-  `group` = devices per replica group, `when` = 'sync' inside a conditional's branch (momentum sync runs
-  on sync steps only) else 'every', `axis` = 'local' when a group stays within a node of
-  `local_devices` consecutive devices, 'node' when it holds one device of each node, else 'all' (and
-  'data' on a flat mesh)."""
-  comps, entry = _computations(hlo_text)
-  out, seen = [], set()
-
-  def visit(comp, in_branch):
-    if (comp, in_branch) in seen or comp not in comps:
-      return
-    seen.add((comp, in_branch))
-    for line in comps[comp]:
-      for m in _BRANCHES.finditer(line):
-        for child in re.findall(r"%?([\w.\-]+)", m.group(1) or m.group(2)):
-          visit(child, True)
-      for child in _CALLS.findall(line):
-        visit(child, in_branch)
-      m = _OP.search(line)
-      if not m:
-        continue
-      groups = replica_groups(line, devices or 1)
-      axis = "data"
-      if local_devices:
-        nodes = [{d // local_devices for d in g} for g in groups]
-        if all(len(x) == 1 for x in nodes):
-          axis = "local"
-        elif all(len(x) == len(g) and len({d % local_devices for d in g}) == 1 for x, g in zip(nodes, groups)):
-          axis = "node"
-        else:
-          axis = "all"
-      name, types, op, start = m.groups()
-      shapes = _SHAPE.findall(types)
-      if start and op != "all-reduce":  # async start ops list (operand, result): keep the result
-        shapes = shapes[-1:]
-      for dtype, dims in shapes:
-        if dtype not in DTYPE_BYTES:
-          continue
-        shape = [int(d) for d in dims.split(",") if d]
-        out.append({"op": op, "dtype": dtype, "shape": shape, "bytes": math.prod(shape) * DTYPE_BYTES[dtype],
-                    "group": len(groups[0]), "when": "sync" if in_branch else "every", "axis": axis,
-                    "name": f"{comp}/{name}"})
-
-  visit(entry, False)
-  return out
-
-
-def sent_bytes(op: str, buffer: int, n: int) -> float:
-  """Bytes one device sends for a collective on a buffer of `buffer` bytes over n devices."""
-  if n <= 1:
-    return 0.0
-  return (2 if op == "all-reduce" else 1) * (n - 1) / n * buffer
 
 
 def cost_key(o: dict) -> str:
@@ -139,15 +42,14 @@ def operand_seconds(curve: list, nbytes: float) -> float:
   return ys[-1] + (nbytes - xs[-1]) * (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
 
 
-def comm_seconds(ops: list[dict], n: int, bandwidth: float, latency: float, momentum_sync: str = "",
-                 steps: int = 1, measured: dict | None = None) -> float:
-  """Communication time per step over n devices, sync-step collectives weighted by how often the schedule
-  syncs in `steps` steps: latency + bytes / bandwidth, collectives of one kind and dtype charged latency
-  once (XLA on GPU and TPU combines them). With `measured` ({axis: {cost_key: {"alpha": s, "curve":
-  [[bytes, s]]}}}, measured on the link) each collective instruction costs alpha and each of its operands
-  its own point on the curve: XLA:CPU runs a combined collective as one gloo call per operand."""
-  from fractalpre.optim.lion import momentum_sync_steps
-  share = len(momentum_sync_steps(momentum_sync, steps)) / steps if momentum_sync else 0.0
+def comm_seconds(ops: list[dict], n: int, bandwidth: float, latency: float, share: float = 0.0,
+                 measured: dict | None = None) -> float:
+  """Communication time per step over n devices, the conditionals' collectives weighted by `share`, the
+  fraction of steps on which they send (`sync_share`): latency + bytes / bandwidth, collectives of one kind
+  and dtype charged latency once (XLA on GPU and TPU combines them). With `measured` ({axis: {cost_key:
+  {"alpha": s, "curve": [[bytes, s]]}}}, measured on the link) each collective instruction costs alpha and
+  each of its operands its own point on the curve: XLA:CPU runs a combined collective as one gloo call per
+  operand."""
   total = 0.0
   for when, weight in (("every", 1.0), ("sync", share)):
     kinds = set()
@@ -179,17 +81,48 @@ def compute_seconds(model: str, batch_per_device: int = 64, tokens: int = 197, f
 
 
 def step_config(model: str, comm: str, image_size: int = 224, momentum_sync: str = "", hierarchy: str = "flat",
-                local_devices: int = 0, batch_per_device: int = 1, model_args: dict | None = None):
+                local_devices: int = 0, batch_per_device: int = 1, model_args: dict | None = None, outer: str = "",
+                workers: int = 2):
   """The trainer config of the step the ledger compiles and the wire harness runs (`model_args` override
-  the model variant: width, depth, ...)."""
+  the model variant: width, depth, ...). `outer` ('H:COMM' or 'H:COMM:F'): DiLoCo with `workers` workers
+  and plain Lion inside (`comm` is then ignored)."""
   import ml_collections
   import jax
   return ml_collections.ConfigDict(dict(
       optim=dict(optimizer="lion", lr=1e-4, weight_decay=0.1, warmup_steps=0), total_steps=1000, seed=0,
-      lion=dict(comm=comm, momentum_sync=momentum_sync, sync_pattern="", hierarchy=hierarchy,
-                local_devices=local_devices),
-      model=dict(name=model, **(model_args or {})), precision="fp32", image_size=image_size,
-      batch_size=batch_per_device * jax.device_count()))
+      lion=dict(comm="" if outer else comm, momentum_sync="" if outer else momentum_sync, sync_pattern="",
+                hierarchy="flat" if outer else hierarchy, local_devices=0 if outer else local_devices),
+      outer=parse_outer(outer, workers), model=dict(name=model, **(model_args or {})), precision="fp32",
+      image_size=image_size, batch_size=batch_per_device * jax.device_count()))
+
+
+def parse_outer(spec: str, workers: int) -> dict:
+  """'H:COMM' or 'H:COMM:F' (F fragments: Streaming DiLoCo) -> the trainer's `outer` config, with
+  DiLoCo's outer lr 0.7 and momentum 0.9; '' -> off."""
+  if not spec:
+    return dict(workers=0, every=1, lr=0.7, momentum=0.9, comm="fp32", fragments=1)
+  parts = spec.split(":")
+  if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[:1] + parts[2:]):
+    raise ValueError(f"an outer mode is H:COMM or H:COMM:F, e.g. 50:int8 or 50:4bit:5; got {spec!r}")
+  return dict(workers=workers, every=int(parts[0]), lr=0.7, momentum=0.9, comm=parts[1],
+              fragments=int(parts[2]) if len(parts) == 3 else 1)
+
+
+def sync_steps(config, last_step: int) -> list[int]:
+  """The steps up to `last_step` on which a `step_config`'s conditionals send: momentum syncs, or any
+  fragment's outer sync."""
+  from fractalpre.optim import lion, outer
+  if config.outer.workers:
+    s = outer.settings(config.outer, config.outer.workers)
+    return sorted({t for f in range(s.fragments) for t in outer.sync_steps(f, s, last_step)})
+  return lion.momentum_sync_steps(config.lion.momentum_sync, last_step)
+
+
+def sync_share(config, steps: int) -> float:
+  """Fraction of a run's `steps` steps on which each of the step's conditionals sends: the momentum
+  schedule's, or one fragment's outer sync (the F fragments sync on distinct steps)."""
+  fragments = config.outer.fragments if config.outer.workers else 1
+  return len(sync_steps(config, steps)) / steps / fragments
 
 
 def build_step(config, num_classes: int = 1000, mesh=None):
@@ -207,42 +140,32 @@ def build_step(config, num_classes: int = 1000, mesh=None):
   return state, step, batch
 
 
+def local_devices(config) -> int:
+  """Devices per node of a `step_config`'s mesh (0: flat), for labelling collectives by axis."""
+  import jax
+  if config.outer.workers:
+    return jax.device_count() // config.outer.workers
+  return config.lion.local_devices if config.lion.hierarchy == "node" else 0
+
+
 def compiled_ops(config) -> list[dict]:
   """The collectives of the trainer's compiled step for a `step_config`."""
   import jax
   state, step, batch = build_step(config)
-  local = config.lion.local_devices if config.lion.hierarchy == "node" else 0
-  return collectives(step.lower(state, batch).compile().as_text(), jax.device_count(), local)
-
-
-def step_bytes(ops: list[dict]) -> dict:
-  """Bytes one device sends on a non-sync and on a sync step, in all and per mesh axis."""
-  out = {"every": 0.0, "sync": 0.0, "axes": {}}
-  for o in ops:
-    sent = sent_bytes(o["op"], o["bytes"], o["group"])
-    axis = out["axes"].setdefault(o["axis"], {"every": 0.0, "sync": 0.0})
-    for when in ("every", "sync") if o["when"] == "every" else ("sync",):
-      out[when] += sent
-      axis[when] += sent
-  return out
-
-
-def mean_bytes(row: dict, momentum_sync: str, steps: int) -> float:
-  """Bytes per step averaged over `steps` steps of the momentum-sync schedule."""
-  from fractalpre.optim.lion import momentum_sync_steps
-  syncs = len(momentum_sync_steps(momentum_sync, steps))
-  return ((steps - syncs) * row["every"] + syncs * row["sync"]) / steps
+  return collectives(step.lower(state, batch).compile().as_text(), jax.device_count(), local_devices(config))
 
 
 def ledger(model_name: str, comms, image_size: int = 224, momentum_sync: str = "", hierarchy: str = "flat",
-           local_devices: int = 0, steps: int = 1000) -> dict:
+           local_devices: int = 0, steps: int = 1000, outers=(), workers: int = 2) -> dict:
+  """{label: {ops, every, sync, axes, share, sent_bytes}} for each Lion comm mode and each outer mode."""
+  modes = [(comm, step_config(model_name, comm, image_size, "" if comm == "allreduce" else momentum_sync, hierarchy,
+                              local_devices)) for comm in comms]
+  modes += [(f"outer {spec}", step_config(model_name, "", image_size, outer=spec, workers=workers)) for spec in outers]
   rows = {}
-  for comm in comms:
-    sync = "" if comm == "allreduce" else momentum_sync
-    ops = compiled_ops(step_config(model_name, comm, image_size, sync, hierarchy, local_devices))
-    row = {"ops": ops, **step_bytes(ops)}
-    row["sent_bytes"] = mean_bytes(row, sync, steps)
-    rows[comm] = row
+  for label, config in modes:
+    ops = compiled_ops(config)
+    share = sync_share(config, steps)
+    rows[label] = {"ops": ops, **step_bytes(ops), "share": share, "sent_bytes": mean_sent(ops, share)}
   return rows
 
 
@@ -262,6 +185,10 @@ def main(argv=None):
                       "(default: %(default)s)")
   parser.add_argument("--hierarchy", default="flat", help="'flat' or 'node' (default: %(default)s)")
   parser.add_argument("--local-devices", type=int, default=0, help="devices per node for --hierarchy node")
+  parser.add_argument("--outer", default="10:fp32,50:fp32,50:int8,50:1bit,50:4bit:5",
+                      help="outer (DiLoCo) modes H:COMM or H:COMM:F, comma-separated, '' for none (default: %(default)s)")
+  parser.add_argument("--workers", type=int, default=2, help="outer workers of --devices / --workers devices each "
+                      "(default: %(default)s)")
   parser.add_argument("--json", action="store_true", help="print the rows as JSON")
   args = parser.parse_args(argv)
   if args.devices < 2:
@@ -275,7 +202,7 @@ def main(argv=None):
   try:
     with util.usage_errors("lion_ledger.py: error: "):
       rows = ledger(args.model, COMMS, args.image_size, args.momentum_sync, args.hierarchy, args.local_devices,
-                    args.steps)
+                    args.steps, [spec for spec in args.outer.split(",") if spec], args.workers)
   except util.UsageError as e:
     parser.exit(2, f"{e}\n")
   base = rows["allreduce"]["sent_bytes"]
@@ -283,17 +210,19 @@ def main(argv=None):
   for comm, row in rows.items():
     for n in (8, 64, 256):
       for link, (bw, lat) in LINKS.items():
-        if not feasible(comm, n):
+        if comm.startswith("outer") or not feasible(comm, n):  # the outer sync spans workers, not n devices
           continue
-        comm_s = comm_seconds(row["ops"], n, bw, lat, args.momentum_sync, args.steps)
+        comm_s = comm_seconds(row["ops"], n, bw, lat, row["share"])
         compute = compute_seconds(args.model) if args.model in PARAMS else 0.0
         predictions.setdefault(comm, []).append({"devices": n, "link": link, "comm_ms": 1e3 * comm_s,
                                                  "step_ms": 1e3 * (compute + comm_s)})
   if args.json:
     print(json.dumps({"model": args.model, "devices": args.devices, "rows": rows, "predictions": predictions}))
     return 0
-  sync = f", momentum sync {args.momentum_sync} averaged over {args.steps} steps" if args.momentum_sync else ""
-  print(f"# {args.model}: bytes each device sends per step, from the compiled program on {args.devices} devices{sync}")
+  sync = f", momentum sync {args.momentum_sync}" if args.momentum_sync else ""
+  print(f"# {args.model}: bytes each device sends per step, from the compiled program on {args.devices} devices{sync}; "
+        f"outer H:COMM[:F]: {args.workers} workers of {args.devices // args.workers} devices, Lion inside; sync steps "
+        f"averaged over {args.steps} steps")
   print("| comm | collectives (op dtype[shape]) | non-sync step MB | sync step MB | mean MB / step | vs fp32 all-reduce |")
   print("|---|---|---:|---:|---:|---:|")
   for comm, row in rows.items():
@@ -310,7 +239,7 @@ def main(argv=None):
     header = [(n, link) for n in (8, 64, 256) for link in LINKS]
     print("| comm | " + " | ".join(f"n={n} {link.split()[0]} {link.split()[-1]}" for n, link in header) + " |")
     print("|---|" + "---:|" * len(header))
-    for comm, preds in predictions.items():
+    for comm, preds in predictions.items():  # the outer modes' sync spans workers, not n devices: not modelled
       cell = {(p["devices"], p["link"]): p["step_ms"] for p in preds}
       print(f"| {comm} | " + " | ".join(f"{cell[h]:.1f}" if h in cell else "n/a" for h in header) + " |")
   return 0

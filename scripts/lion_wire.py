@@ -180,15 +180,15 @@ def worker(args) -> None:
   import lion_ledger
 
   from fractalpre.training import trainer
-  local_devices = args.local_devices if args.hierarchy == "node" else 0
   rows, costs = [], None
-  for comm, sync in _modes(args):
+  for comm, sync, spec in _modes(args):
     config = lion_ledger.step_config(args.model, comm, args.image_size, sync, args.hierarchy, args.local_devices,
-                                     args.batch_per_device, args.model_args)
+                                     args.batch_per_device, args.model_args, spec, _nodes(args))
     state, step, batch = lion_ledger.build_step(config, args.classes)
     if args.timing and costs is None:
       costs = _collective_costs(jax.tree.leaves(state["opt_state"])[0].sharding.mesh)
-    ops = lion_ledger.collectives(step.lower(state, batch).compile().as_text(), jax.device_count(), local_devices)
+    ops = lion_ledger.collectives(step.lower(state, batch).compile().as_text(), jax.device_count(),
+                                  lion_ledger.local_devices(config))
     predicted = lion_ledger.step_bytes(ops)
     mesh = trainer.make_mesh()
     sharding = NamedSharding(mesh, P("data"))
@@ -196,7 +196,7 @@ def worker(args) -> None:
     local = {"image": rng.normal(size=(args.batch_per_device,) + batch["image"].shape[1:]).astype(np.float32),
              "label": np.eye(args.classes, dtype=np.float32)[rng.integers(0, args.classes, args.batch_per_device)]}
     inputs = {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
-    compute = _compute_seconds(args, comm, sync, local) if args.timing else None
+    compute = _compute_seconds(args, comm, sync, spec, local) if args.timing else None
     for _ in range(args.warmup):
       state, _ = step(state, inputs)
     jax.block_until_ready(state)
@@ -215,10 +215,11 @@ def worker(args) -> None:
       sent.append(tx2 - tx)
       received.append(rx2 - rx)
       tx, rx = tx2, rx2
-    kinds = _step_kinds(sync, start, args.steps)
-    rows.append({"comm": comm, "momentum_sync": sync, "kinds": kinds, "sent": sent, "received": received,
+    kinds = _step_kinds(config, start, args.steps)
+    rows.append({"comm": f"outer {spec}" if spec else comm, "momentum_sync": sync, "kinds": kinds, "sent": sent,
+                 "fragments": config.outer.fragments if spec else 1, "received": received,
                  "seconds": seconds, "compute": compute, "predicted": predicted, "ops": ops,
-                 "loss": float(metrics["loss"])})
+                 "loss": float(trainer.scalar_metrics(metrics)["loss"])})
   print("RESULT " + json.dumps({"process": args.process_id, "rows": rows, "costs": costs}), flush=True)
   jax.distributed.shutdown()
 
@@ -290,21 +291,21 @@ def _collective_costs(step_mesh, calls: int = 20, repeats: int = 5) -> dict:
   return out
 
 
-def _compute_seconds(args, comm, sync, local) -> dict:
+def _compute_seconds(args, comm, sync, spec, local) -> dict:
   """{kind: median step time} of the same mode on this process's device alone (no collective), for
   non-sync ('every') and sync steps of its schedule: what the step costs besides communication, with every
   process computing at the same time. A sync step's branch does work of its own (the momentum mean and the
-  conditional's buffers), so the two kinds are timed apart."""
+  conditional's buffers), so the two kinds are timed apart. An outer mode runs as one worker."""
   import jax
   import lion_ledger
   mesh = jax.make_mesh((1,), ("data",), devices=jax.local_devices()[:1], axis_types=(jax.sharding.AxisType.Auto,))
   config = lion_ledger.step_config(args.model, comm, args.image_size, sync, "flat", 0, args.batch_per_device,
-                                   args.model_args)
+                                   args.model_args, spec, 1)
   config.batch_size = args.batch_per_device
   state, step, _ = lion_ledger.build_step(config, args.classes, mesh)
   inputs = jax.device_put(local, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
   times = {"every": [], "sync": []}
-  for i, kind in enumerate(_step_kinds(sync, 0, args.warmup + args.steps)):
+  for i, kind in enumerate(_step_kinds(config, 0, args.warmup + args.steps)):
     t = time.perf_counter()
     state, _ = step(state, inputs)
     jax.block_until_ready(state)
@@ -313,23 +314,31 @@ def _compute_seconds(args, comm, sync, local) -> dict:
   return {kind: statistics.median(ts) for kind, ts in times.items() if ts}
 
 
-def _step_kinds(sync: str, start: int, count: int) -> list[str]:
-  """'sync' or 'every' for each of the `count` steps after step `start` under the momentum schedule."""
-  from fractalpre.optim.lion import momentum_sync_steps
-  syncs = set(momentum_sync_steps(sync, start + count)) if sync else set()
+def _step_kinds(config, start: int, count: int) -> list[str]:
+  """'sync' or 'every' for each of the `count` steps after step `start` of a `step_config`: whether a
+  momentum sync or an outer sync runs on it."""
+  import lion_ledger
+  syncs = set(lion_ledger.sync_steps(config, start + count))
   return ["sync" if start + i + 1 in syncs else "every" for i in range(count)]
 
 
 def _modes(args):
+  """(Lion comm, momentum sync, outer spec) of each mode measured."""
   for comm in args.comms:
-    yield comm, ""
+    yield comm, "", ""
     if args.momentum_sync and comm != "allreduce":
-      yield comm, args.momentum_sync
+      yield comm, args.momentum_sync, ""
+  for spec in args.outer:
+    yield "", "", spec
+
+
+def _nodes(args) -> int:
+  return args.processes // (args.local_devices if args.hierarchy == "node" else 1)
 
 
 # ----------------------------------------------------------------------------------------- driver
 def run(args) -> dict:
-  nodes = args.processes // (args.local_devices if args.hierarchy == "node" else 1)
+  nodes = _nodes(args)
   env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
          "XLA_FLAGS": ""}
   with network(nodes, args.rate):
@@ -382,10 +391,14 @@ def summarise(args, results, rtt, link, nodes) -> dict:
       # node j's interface carries what its processes send to other nodes; processes of a node share eth0
       node_bytes = [statistics.mean(results[j * per_node]["rows"][m]["sent"][i] for i in idx) for j in range(nodes)]
       # a node's devices each send their share of a vote across the nodes; a ring over all devices leaves
-      # a node once, from its last device
+      # a node once, from its last device; a sync step of F outer fragments runs one fragment's conditional
       axes = row["predicted"]["axes"]
-      predicted = (per_node * axes.get("node", {}).get(kind, 0.0) + axes.get("all", {}).get(kind, 0.0)
-                   + axes.get("data", {}).get(kind, 0.0))
+      node_bytes_predicted = lambda w: (per_node * axes.get("node", {}).get(w, 0.0) + axes.get("all", {}).get(w, 0.0)
+                                        + axes.get("data", {}).get(w, 0.0))
+      predicted = node_bytes_predicted(kind)
+      if kind == "sync":
+        every = node_bytes_predicted("every")
+        predicted = every + (predicted - every) / row["fragments"]
       measured = statistics.mean(node_bytes)
       entry[kind] = {"measured_bytes": measured, "predicted_bytes": predicted,
                      "overhead": measured / predicted - 1 if predicted else None,
@@ -405,9 +418,9 @@ def summarise(args, results, rtt, link, nodes) -> dict:
     for entry, row in zip(out["modes"], results[0]["rows"]):
       for kind in ("every", "sync"):
         if kind in entry:
-          ops = [{**o, "when": "every"} for o in row["ops"] if kind == "sync" or o["when"] == "every"]
+          share = 1.0 / row["fragments"] if kind == "sync" else 0.0  # one fragment's conditional a sync step
           entry[kind]["predicted_seconds"] = entry[kind]["compute_seconds"] + lion_ledger.comm_seconds(
-              ops, 0, 0.0, 0.0, measured=costs)
+              row["ops"], 0, 0.0, 0.0, share, measured=costs)
   return out
 
 
@@ -462,6 +475,8 @@ def parse(argv=None):
   parser.add_argument("--comms", default=",".join(COMMS), help="comma-separated comm modes (default: all)")
   parser.add_argument("--momentum-sync", default="every:2", help="schedule measured beside 'none' for the vote "
                       "modes, '' for none (default: %(default)s)")
+  parser.add_argument("--outer", default="", help="outer (DiLoCo) modes H:COMM or H:COMM:F, comma-separated, one "
+                      "worker a node, Lion inside (default: none)")
   parser.add_argument("--hierarchy", default="flat", choices=HIERARCHIES, help="(default: %(default)s)")
   parser.add_argument("--local-devices", type=int, default=0, help="processes per node for --hierarchy node")
   parser.add_argument("--steps", type=int, default=10, help="measured steps per mode (default: %(default)s)")
@@ -475,6 +490,16 @@ def parse(argv=None):
   args = parser.parse_args(argv)
   args.argv = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--worker"]
   args.comms = [c for c in args.comms.split(",") if c]
+  args.outer = [spec for spec in args.outer.split(",") if spec]
+  sys.path.insert(0, str(HERE))
+  import lion_ledger
+  from fractalpre.optim import outer
+  import ml_collections
+  for spec in args.outer:
+    try:
+      outer.settings(ml_collections.ConfigDict(lion_ledger.parse_outer(spec, 1)), 1)
+    except ValueError as e:
+      parser.error(f"--outer: {e}")
   try:
     args.model_args = {k: int(v) for k, v in (item.split("=") for item in args.model_args.split(",") if item)}
   except ValueError:

@@ -108,7 +108,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   state, shardings, train_step = trainer.build(config, mesh, model, (1, config.image_size, config.image_size, 3),
                                                classification_loss)
   if input_fn is not None:
-    train_step = trainer.device_input_step(train_step, input_fn, batch_sharding)
+    train_step = trainer.DeviceInputStep(train_step, input_fn, batch_sharding)
   logits_fn = jax.jit(make_eval_fn(model), in_shardings=(shardings, batch_sharding),
                       out_shardings=NamedSharding(mesh, P()))
 

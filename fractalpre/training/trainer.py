@@ -16,14 +16,15 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from fractalpre import optim, util
 from fractalpre.models import FP8_COLLECTION
-from fractalpre.optim import lion
-from fractalpre.training import checkpoints, init_from, metric_writer
+from fractalpre.optim import lion, outer
+from fractalpre.training import checkpoints, init_from, metric_writer, outer_step, wire_bytes
 from fractalpre.training import workdir_claim
 
 
@@ -130,14 +131,17 @@ def _global_norm(tree):
   return jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32) ** 2) for g in jax.tree.leaves(tree)))
 
 
-def make_train_step(model, tx, rng, task_loss, sample=None, axis: str | tuple[str, ...] | None = None):
+def make_train_step(model, tx, rng, task_loss, sample=None, axis: str | tuple[str, ...] | None = None,
+                    reduce_axis: str | tuple[str, ...] | None = None):
   """The pure update, one optimizer step; the one body of every trainer's step. On a globally sharded
-  batch (`axis` None) the state is replicated. Under `jax.shard_map` over `axis` (compressed Lion's mesh axes), each
-  device takes the gradient of its own batch shard and keeps its own optimizer state (a leading device
-  axis of length 1 here), `tx` does the communication, batch stats are averaged, fp8 amax histories take
-  their maximum and metrics their mean over the devices (grad_norm: the mean of the local norms, since
-  averaging the gradients would put an fp32 all-reduce back on the wire). With `sample` (IVON), the
-  gradient is taken at weights sampled around the mean, and the same noise goes into the update."""
+  batch (`axis` None) the state is replicated. Under `jax.shard_map` over `axis` (compressed Lion's or the
+  outer loop's mesh axes), each device takes the gradient of its own batch shard and keeps its own optimizer
+  state (a leading axis of length 1 here), `tx` does the communication, batch stats are averaged, fp8 amax
+  histories take their maximum and metrics their mean over `reduce_axis` (default: `axis`; the outer loop's
+  workers keep their own) (grad_norm: the mean of the local norms, since averaging the gradients would put an
+  fp32 all-reduce back on the wire). With `sample` (IVON), the gradient is taken at weights sampled around
+  the mean, and the same noise goes into the update."""
+  reduce_axis = axis if reduce_axis is None else reduce_axis
 
   def step(state, batch):
     step_rng = jax.random.fold_in(rng, state["step"])
@@ -153,8 +157,8 @@ def make_train_step(model, tx, rng, task_loss, sample=None, axis: str | tuple[st
     params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
     metrics = {"loss": loss, **metrics, "grad_norm": _global_norm(grads)}
     if axis is not None:
-      batch_stats, metrics = jax.lax.pmean((batch_stats, metrics), axis)
-      fp8 = jax.lax.pmax(fp8, axis)
+      batch_stats, metrics = jax.lax.pmean((batch_stats, metrics), reduce_axis)
+      fp8 = jax.lax.pmax(fp8, reduce_axis)
       opt_state = jax.tree.map(lambda x: x[None], opt_state)
     new_state = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats, "opt_state": opt_state,
                  **({"fp8": fp8} if "fp8" in state else {})}
@@ -163,39 +167,107 @@ def make_train_step(model, tx, rng, task_loss, sample=None, axis: str | tuple[st
   return step
 
 
+def outer_settings(config) -> outer.Settings | None:
+  """The checked `outer` config (DiLoCo-style training), or None when it is off."""
+  return outer.settings(config.get("outer"), jax.device_count())
+
+
 def build(config, mesh, model, input_shape: tuple[int, ...], task_loss):
-  """(state placed on the mesh, state shardings, jitted train step) for a model, the shape of one input
-  (with a batch axis of 1) and the task's loss `task_loss(outputs, batch) -> (loss, metrics)`."""
+  """(state placed on the mesh, state shardings, train step) for a model, the shape of one input (with a
+  batch axis of 1) and the task's loss `task_loss(outputs, batch) -> (loss, metrics)`. Three layouts: the
+  state replicated and the batch sharded (jit), compressed Lion's per-device optimizer state, or the outer
+  loop's workers (both under `jax.shard_map`)."""
   scales = None
   if mup_base_width(config):
     from fractalpre.optim import mup
     scales = mup.scales_for(model, mup_base_width(config), input_shape)
   with util.usage_errors():
+    settings = outer_settings(config)
     step_mesh, transport = lion_transport(config, mesh) or (mesh, None)
     tx = optim.make(config.optim, config.total_steps, scales, transport)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-  state = init_state(config, model, tx, init_rng, input_shape)
-  batch_spec = P(transport.axes) if transport else P("data")
-  if transport:
-    state["opt_state"] = replicate_per_device(state["opt_state"], mesh.size)
-  specs = state_specs(state, transport)
-  shardings = jax.tree.map(lambda spec: NamedSharding(step_mesh, spec), specs)
-  if transport:
-    step_fn = jax.shard_map(make_train_step(model, tx, step_rng, task_loss, axis=transport.axes), mesh=step_mesh,
-                            in_specs=(specs, batch_spec), out_specs=(specs, P()), check_vma=False)
+  state = init_state(config, model, tx if settings is None else outer_inner(tx), init_rng, input_shape)
+  if settings is not None:
+    if state["batch_stats"] or "fp8" in state:
+      raise util.UsageError(f"outer.workers keeps no batch statistics or fp8 scales per worker; "
+                            f"{config.model.name} with precision {config.get('precision', 'fp32')!r} has them: use "
+                            "a ViT in fp32 or bf16")
+    outer_tx = outer.optimizer(settings)
+    with util.usage_errors():
+      state = outer_step.add_state(state, settings, outer_tx)
+    step_mesh = outer_step.step_mesh(mesh.devices, settings.workers)
+    axes = (outer.AXIS, outer_step.INNER_AXIS)
+    specs = outer_step.state_specs(state)
+    body = outer_step.make_step(make_train_step(model, outer_inner(tx), step_rng, task_loss, axis=axes,
+                                                reduce_axis=outer_step.INNER_AXIS), settings, outer_tx)
+    batch_spec, metric_spec, share = P(axes), P(outer.AXIS), outer_step.sync_share(settings)
   else:
-    step_fn = make_train_step(model, tx, step_rng, task_loss, optim.sampler(config.optim))
-  train_step = jax.jit(step_fn, in_shardings=(shardings, NamedSharding(step_mesh, batch_spec)),
-                       out_shardings=(shardings, NamedSharding(step_mesh, P())), donate_argnums=0)
-  return jax.device_put(state, shardings), shardings, train_step
+    batch_spec = P(transport.axes) if transport else P("data")
+    metric_spec, share = P(), lion_sync_share(config, transport)
+    if transport:
+      state["opt_state"] = replicate_per_device(state["opt_state"], mesh.size)
+    specs = state_specs(state, transport)
+    if transport:
+      body = make_train_step(model, tx, step_rng, task_loss, axis=transport.axes)
+    else:
+      body = make_train_step(model, tx, step_rng, task_loss, optim.sampler(config.optim))
+  shardings = jax.tree.map(lambda spec: NamedSharding(step_mesh, spec), specs)
+  if settings is not None or transport:
+    body = jax.shard_map(body, mesh=step_mesh, in_specs=(specs, batch_spec), out_specs=(specs, metric_spec),
+                         check_vma=False)
+  jitted = jax.jit(body, in_shardings=(shardings, NamedSharding(step_mesh, batch_spec)),
+                   out_shardings=(shardings, NamedSharding(step_mesh, metric_spec)), donate_argnums=0)
+  return jax.device_put(state, shardings), shardings, Step(jitted, share)
 
 
-def device_input_step(train_step, input_fn, batch_sharding):
+def outer_inner(tx):
+  """A worker's inner optimizer: the gradients averaged over the worker's own devices first."""
+  return optax.chain(lion.mean_gradients((outer_step.INNER_AXIS,)), tx)
+
+
+def lion_sync_share(config, transport) -> float:
+  """The fraction of the run's steps on which compressed Lion averages its momenta."""
+  if transport is None or transport.sync is None:
+    return 0.0
+  return len(lion.momentum_sync_steps(config.lion.momentum_sync, config.total_steps)) / config.total_steps
+
+
+class Step:
+  """The jitted train step, compiled at its first call for the state and batch it is given; from then on
+  `comm_bytes` is the mean bytes a device sends per step, read from that compiled program
+  (`wire_bytes`; `sync_share`: how often its conditionals send), or None on one device."""
+
+  def __init__(self, jitted, sync_share: float):
+    self.jitted, self.sync_share = jitted, sync_share
+    self.compiled, self.comm_bytes = None, None
+
+  def __call__(self, state, batch):
+    if self.compiled is None:
+      self.compiled = self.jitted.lower(state, batch).compile()
+      if jax.device_count() > 1:
+        ops = wire_bytes.collectives(self.compiled.as_text(), jax.device_count())
+        self.comm_bytes = wire_bytes.mean_sent(ops, self.sync_share)
+    return self.compiled(state, batch)
+
+  def lower(self, *args):
+    return self.jitted.lower(*args)
+
+
+class DeviceInputStep:
   """`step(state, inputs)`: the device pipeline's `input_fn(step, inputs) -> batch`, compiled as its own
   program, then the train step on that batch. Both are dispatched without waiting. (Compiled into the
   train step, the same augmentation cost a ViT-Ti/16 step on CPU about 5x its own time.)"""
-  make_batch = jax.jit(input_fn, out_shardings=batch_sharding)
-  return lambda state, inputs: train_step(state, make_batch(state["step"], inputs))
+
+  def __init__(self, train_step, input_fn, batch_sharding):
+    self.train_step = train_step
+    self.make_batch = jax.jit(input_fn, out_shardings=batch_sharding)
+
+  def __call__(self, state, inputs):
+    return self.train_step(state, self.make_batch(state["step"], inputs))
+
+  @property
+  def comm_bytes(self):
+    return self.train_step.comm_bytes
 
 
 def check_config(config) -> None:
@@ -220,6 +292,12 @@ def check_config(config) -> None:
   if drop_path is not None and not (isinstance(drop_path, (int, float)) and 0 <= drop_path < 1):
     raise util.UsageError(f"model.drop_path is a probability of dropping a residual branch, in [0, 1); got "
                           f"{drop_path!r}")
+  with util.usage_errors():
+    settings = outer_settings(config)
+  if settings is not None and (compressed_lion(config) or config.optim.optimizer == "ivon"):
+    what = f"lion.comm={config.lion.comm}" if compressed_lion(config) else "optim.optimizer=ivon"
+    raise util.UsageError(f"outer.workers={settings.workers} takes any inner optimizer but IVON, without "
+                          f"lion.comm; got {what}")
   set_lion = [f"lion.{k}={v}" for k, v in (config.get("lion") or {}).items() if v and (k, v) != ("hierarchy", "flat")]
   if set_lion and config.optim.optimizer != "lion":
     raise util.UsageError(f"{', '.join(set_lion)} take effect only with optim.optimizer=lion, got "
@@ -310,7 +388,14 @@ class _StopRequest:
 
 @jax.jit
 def _still_finite(finite, loss):
+  """Elementwise, so that the outer loop's per-worker losses are checked without a step's collective."""
   return finite & jnp.isfinite(loss)
+
+
+@jax.jit
+def scalar_metrics(tree):
+  """A step's metrics as scalars: the outer loop's per-worker values averaged (the others are scalars)."""
+  return jax.tree.map(jnp.mean, tree)
 
 
 def _loop(config, workdir, state, train_step, data, evaluate, progress, samples) -> dict:
@@ -339,7 +424,7 @@ def _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
 
   def check_finite(step):
     nonlocal checked
-    if not bool(finite):
+    if not bool(jnp.all(finite)):
       where = f"at step {step}" if checked + 1 == step else f"between steps {checked + 1} and {step}"
       ckpt.wait()
       kept = ckpt.latest_step()
@@ -372,11 +457,13 @@ def _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
       if logged or evaluated or saved:
         check_finite(step)
       if logged:
-        record = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        record = {k: float(v) for k, v in jax.device_get(scalar_metrics(metrics)).items()}
         record["lr"] = float(optim.schedule(config.optim, config.total_steps)(step - 1))
+        if getattr(train_step, "comm_bytes", None) is not None:
+          record["comm_bytes_per_step"] = float(train_step.comm_bytes)
         bar.set_postfix(loss=f"{record['loss']:.4f}")
       if evaluated:
-        loss = record["loss"] if logged else float(jax.device_get(metrics["loss"]))
+        loss = record["loss"] if logged else float(jax.device_get(scalar_metrics(metrics["loss"])))
         record = {"loss": loss, **record, **{f"eval_{k}": v for k, v in evaluate(state).items()}}
       if record:
         writer.write(step, record)

@@ -260,7 +260,9 @@ def test_momentum_sync_sends_its_all_reduce_on_sync_steps_only():
   assert max(o["bytes"] for o in every if o["dtype"] == "f32") <= 4  # only scalar metrics outside it
   row = ledger.step_bytes(synced)
   assert row["sync"] - row["every"] == 2 * 7 / 8 * 4 * params
-  assert ledger.mean_bytes(row, "every:3", 30) == row["every"] + (row["sync"] - row["every"]) / 3
+  config = ledger.step_config("vit_cpu", "mavo_1bit", 16, "every:3")
+  assert ledger.sync_share(config, 30) == 1 / 3
+  assert ledger.mean_sent(synced, 1 / 3) == pytest.approx(row["every"] + (row["sync"] - row["every"]) / 3)
 
 
 def test_hierarchical_step_averages_within_nodes_and_votes_across_them():
@@ -293,4 +295,4 @@ def test_measured_cost_model_charges_every_operand_of_a_combined_collective():
   separate = [op(64, "ar.1"), op(64, "ar.2")]
   assert np.isclose(ledger.comm_seconds(separate, 2, 0, 0, measured=measured), 2 * (0.01 + 1e-3))
   synced = combined + [op(2 << 20, "ar.9", "sync")]  # on one step in two of every:2
-  assert np.isclose(ledger.comm_seconds(synced, 2, 0, 0, "every:2", 10, measured), 0.015 + (0.01 + 5e-3) / 2)
+  assert np.isclose(ledger.comm_seconds(synced, 2, 0, 0, 0.5, measured), 0.015 + (0.01 + 5e-3) / 2)
