@@ -56,8 +56,10 @@ def comm_seconds(ops: list[dict], n: int, bandwidth: float, latency: float, shar
     for o in ops:
       if o["when"] != when or not weight:
         continue
-      if measured:
-        cost = measured[o["axis"]][cost_key(o)]
+      if o["group"] <= 1:  # a group of one device sends nothing
+        continue
+      if measured:  # costs measured on a flat mesh serve an axis of one device a node (the outer sync's)
+        cost = measured.get(o["axis"], measured.get("data"))[cost_key(o)]
         total += weight * (cost["alpha"] * (o["name"] not in kinds) + operand_seconds(cost["curve"], o["bytes"]))
         kinds.add(o["name"])
         continue

@@ -294,5 +294,9 @@ def test_measured_cost_model_charges_every_operand_of_a_combined_collective():
   assert np.isclose(ledger.comm_seconds(combined, 2, 0, 0, measured=measured), 0.01 + 1e-3 + 1e-3 + 3e-3)
   separate = [op(64, "ar.1"), op(64, "ar.2")]
   assert np.isclose(ledger.comm_seconds(separate, 2, 0, 0, measured=measured), 2 * (0.01 + 1e-3))
+  alone = {**op(1 << 20, "ar.5"), "group": 1, "axis": "local"}  # a worker of one device: nothing to send
+  assert np.isclose(ledger.comm_seconds(separate + [alone], 2, 0, 0, measured=measured), 2 * (0.01 + 1e-3))
+  across = {**op(64, "ar.6"), "axis": "node"}  # one device a node: the flat mesh's costs
+  assert np.isclose(ledger.comm_seconds([across], 2, 0, 0, measured=measured), 0.01 + 1e-3)
   synced = combined + [op(2 << 20, "ar.9", "sync")]  # on one step in two of every:2
   assert np.isclose(ledger.comm_seconds(synced, 2, 0, 0, 0.5, measured), 0.015 + (0.01 + 5e-3) / 2)
