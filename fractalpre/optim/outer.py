@@ -11,16 +11,17 @@ their pseudo-gradients (global parameters minus their own) over a slow link and 
 
 The pseudo-gradients are averaged over the `worker` mesh axis inside `jax.shard_map`, sent as `comm`:
 
-  fp32   an fp32 all-reduce                                                             ~ 8 P bytes a worker
+  fp32   an fp32 all-reduce                                                             4 P bytes
   bf16   reduce-scatter by all-to-all of bf16 chunks, each chunk averaged in fp32 by its owner, the means
-         all-gathered in bf16                                                           ~ 4 P
+         all-gathered in bf16                                                           2 P
   int8   the same with int8 codes: each tensor divided by the largest |value| any worker has in it (one
-         small fp32 max over the workers), rounded to 127 levels each way                ~ 2 P
-  4bit   the same with 7 levels each way, two codes a byte                              ~ P
+         small fp32 max over the workers), rounded to 127 levels each way                P
+  4bit   the same with 7 levels each way, two codes a byte                              P / 2
   1bit   the sign agreed by majority vote (Lion Cub's packed 1-bit vote), times each tensor's mean |value|
-         averaged over the workers                                                      ~ P / 4, flat in W
+         averaged over the workers                                                      P / 8, flat in W
 
-(P parameters; bytes one worker sends per sync for W = 2, ring algorithms.)
+(P parameters; the bytes a worker sends per sync for W = 2, ring algorithms; a worker's devices each send
+their share.)
 """
 from __future__ import annotations
 
@@ -111,17 +112,32 @@ def sync_steps(fragment: int, s: Settings, last_step: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------------------- the mean
-def mean(tree, s: Settings, count):
+def mean(tree, s: Settings, count, local_axis: str | None = None, local_size: int = 1):
   """The mean over the workers of a tree of fp32 arrays, sent as `s.comm` (inside `jax.shard_map` over
-  AXIS); every worker gets the same result. `count`: the step, for the vote's tie-break."""
-  if s.comm == "fp32":
-    return jax.lax.pmean(tree, AXIS)
+  AXIS); every device gets the same result. `count`: the step, for the vote's tie-break. With `local_axis`
+  (a worker's `local_size` devices, all holding the same tree), each device of a worker sends only its
+  1/local_size share across the workers and the worker's devices all-gather the means on their own link,
+  so a node's link carries the vector once, not once per device. Each tensor's scale (int8, 4bit: the
+  largest |value| any worker has in it; 1bit: the workers' mean of its mean |value|) comes from the whole
+  tensor: one fp32 number per tensor crosses the link."""
   leaves, treedef = jax.tree.flatten(tree)
   sizes = [x.size for x in leaves]
   flat = jnp.concatenate([x.ravel().astype(jnp.float32) for x in leaves])
+  length = flat.shape[0]
   segment = np.repeat(np.arange(len(sizes)), sizes)
   if s.comm == "1bit":
     scale = jax.lax.pmean(jnp.stack([jnp.abs(x).mean() for x in leaves]), AXIS)
+  elif s.comm in ("int8", "4bit"):
+    scale = jax.lax.pmax(jnp.stack([jnp.abs(x).max() for x in leaves]), AXIS)
+    scale = jnp.where(scale > 0, scale, 1.0)
+  if local_axis is not None and local_size > 1:
+    share = 16 * s.workers * math.ceil(length / (16 * s.workers * local_size))  # whole bytes of 1-bit codes a worker
+    start = jax.lax.axis_index(local_axis) * share
+    flat = jax.lax.dynamic_slice(jnp.pad(flat, (0, share * local_size - length)), (start,), (share,))
+    segment = jax.lax.dynamic_slice(jnp.asarray(np.pad(segment, (0, share * local_size - length))), (start,), (share,))
+  if s.comm == "fp32":
+    out = jax.lax.pmean(flat, AXIS)
+  elif s.comm == "1bit":
     out = lion.vote(flat, "mavo_1bit", AXIS, s.workers, count).astype(jnp.float32) * scale[segment]
   elif s.comm == "bf16":
     # sent as the bits of bf16 in uint16: XLA:CPU would widen a bf16 collective to fp32
@@ -129,11 +145,10 @@ def mean(tree, s: Settings, count):
         flat, s.workers, lambda x: jax.lax.bitcast_convert_type(x.astype(jnp.bfloat16), jnp.uint16),
         lambda c: jax.lax.bitcast_convert_type(c, jnp.bfloat16).astype(jnp.float32))
   else:
-    levels = 127 if s.comm == "int8" else 7
-    scale = jax.lax.pmax(jnp.stack([jnp.abs(x).max() for x in leaves]), AXIS)
-    scale = jnp.where(scale > 0, scale, 1.0)[segment]
-    encode, decode = _codes(levels)
-    out = _reduce_scatter_gather(flat / scale, s.workers, encode, decode) * scale
+    encode, decode = _codes(127 if s.comm == "int8" else 7)
+    out = _reduce_scatter_gather(flat / scale[segment], s.workers, encode, decode) * scale[segment]
+  if local_axis is not None and local_size > 1:
+    out = jax.lax.all_gather(out, local_axis, tiled=True)[:length]
   parts = jnp.split(out, np.cumsum(sizes)[:-1])
   return jax.tree.unflatten(treedef, [p.reshape(x.shape) for p, x in zip(parts, leaves)])
 

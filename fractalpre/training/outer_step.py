@@ -52,9 +52,10 @@ def state_specs(state: dict) -> dict:
           "outer": {"params": by_worker(state["outer"]["params"]), "opt": replicated(state["outer"]["opt"])}}
 
 
-def make_step(inner_step, s: outer.Settings, outer_tx):
+def make_step(inner_step, s: outer.Settings, outer_tx, local_size: int):
   """The step under `jax.shard_map` over (worker, data): `inner_step` (trainer.make_train_step over both
-  axes, reducing over `data`) on this worker's parameters, then each fragment's sync when it is due."""
+  axes, reducing over `data`) on this worker's parameters, then each fragment's sync when it is due, each of
+  a worker's `local_size` devices sending its share of the fragment."""
 
   def step(state, batch):
     view = {k: v for k, v in state.items() if k != "outer"}
@@ -70,7 +71,8 @@ def make_step(inner_step, s: outer.Settings, outer_tx):
       def sync(args):
         theta, mine, opt_state = args
         pseudo = [t - w for t, w in zip(theta, mine)]
-        updates, opt_state = outer_tx.update(outer.mean(pseudo, s, count), opt_state, theta)
+        averaged = outer.mean(pseudo, s, count, INNER_AXIS, local_size)
+        updates, opt_state = outer_tx.update(averaged, opt_state, theta)
         theta = [t + u for t, u in zip(theta, updates)]
         return theta, theta, opt_state  # every worker restarts from the new global parameters
 

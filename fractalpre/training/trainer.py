@@ -199,7 +199,8 @@ def build(config, mesh, model, input_shape: tuple[int, ...], task_loss):
     axes = (outer.AXIS, outer_step.INNER_AXIS)
     specs = outer_step.state_specs(state)
     body = outer_step.make_step(make_train_step(model, outer_inner(tx), step_rng, task_loss, axis=axes,
-                                                reduce_axis=outer_step.INNER_AXIS), settings, outer_tx)
+                                                reduce_axis=outer_step.INNER_AXIS), settings, outer_tx,
+                                 mesh.size // settings.workers)
     batch_spec, metric_spec, share = P(axes), P(outer.AXIS), outer_step.sync_share(settings)
   else:
     batch_spec = P(transport.axes) if transport else P("data")

@@ -26,18 +26,26 @@ def worker_trees(workers, seed=0):
   return trees
 
 
-def mean_on_mesh(trees, s):
-  """`outer.mean` under shard_map on a (worker, data) mesh of 8 devices: what every device got."""
+def mean_on_mesh(trees, s, shares=False):
+  """`outer.mean` under shard_map on a (worker, data) mesh of 8 devices: what every device got (the
+  first device of each worker; the others are checked to agree). `shares`: each device of a worker sends
+  its share across the workers."""
   mesh = outer_step.step_mesh(jax.devices(), s.workers)
+  local = 8 // s.workers
   stacked = [np.stack([t[i] for t in trees]) for i in range(len(SHAPES))]
 
   def body(tree):
-    return [x[None] for x in outer.mean([x[0] for x in tree], s, jnp.int32(0))]
+    args = (outer_step.INNER_AXIS, local) if shares else ()
+    return [x[None] for x in outer.mean([x[0] for x in tree], s, jnp.int32(0), *args)]
 
   spec = [P(outer.AXIS)] * len(SHAPES)
-  f = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(spec,), out_specs=spec, check_vma=False))
-  out = f([jax.device_put(x, NamedSharding(mesh, P(outer.AXIS))) for x in stacked])
-  return [np.asarray(x) for x in out]
+  every_device = [P((outer.AXIS, outer_step.INNER_AXIS))] * len(SHAPES)
+  f = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(spec,), out_specs=every_device, check_vma=False))
+  out = [np.asarray(x) for x in f([jax.device_put(x, NamedSharding(mesh, P(outer.AXIS))) for x in stacked])]
+  for x in out:  # a worker's devices hold the same result
+    for d in range(1, local):
+      np.testing.assert_array_equal(x[d::local], x[::local])
+  return [x[::local] for x in out]
 
 
 @pytest.mark.parametrize("comm", outer.COMMS)
@@ -45,6 +53,8 @@ def test_compressed_means_are_within_their_quantisation_of_the_mean_and_agree_on
   s = settings(comm=comm)
   trees = worker_trees(s.workers)
   got = mean_on_mesh(trees, s)
+  for a, b in zip(got, mean_on_mesh(trees, s, shares=True)):  # in shares: the same numbers
+    np.testing.assert_array_equal(a, b)
   for i, shape in enumerate(SHAPES):
     xs = np.stack([t[i] for t in trees])
     for w in range(1, s.workers):  # every worker applies the same outer step
