@@ -120,6 +120,9 @@ def mean(tree, s: Settings, count, local_axis: str | None = None, local_size: in
   so a node's link carries the vector once, not once per device. Each tensor's scale (int8, 4bit: the
   largest |value| any worker has in it; 1bit: the workers' mean of its mean |value|) comes from the whole
   tensor: one fp32 number per tensor crosses the link."""
+  in_shares = local_axis is not None and local_size > 1
+  if s.comm == "fp32" and not in_shares:
+    return jax.lax.pmean(tree, AXIS)  # tensor by tensor: no copy into one vector
   leaves, treedef = jax.tree.flatten(tree)
   sizes = [x.size for x in leaves]
   flat = jnp.concatenate([x.ravel().astype(jnp.float32) for x in leaves])
@@ -130,7 +133,7 @@ def mean(tree, s: Settings, count, local_axis: str | None = None, local_size: in
   elif s.comm in ("int8", "4bit"):
     scale = jax.lax.pmax(jnp.stack([jnp.abs(x).max() for x in leaves]), AXIS)
     scale = jnp.where(scale > 0, scale, 1.0)
-  if local_axis is not None and local_size > 1:
+  if in_shares:
     share = 16 * s.workers * math.ceil(length / (16 * s.workers * local_size))  # whole bytes of 1-bit codes a worker
     start = jax.lax.axis_index(local_axis) * share
     flat = jax.lax.dynamic_slice(jnp.pad(flat, (0, share * local_size - length)), (start,), (share,))
@@ -147,7 +150,7 @@ def mean(tree, s: Settings, count, local_axis: str | None = None, local_size: in
   else:
     encode, decode = _codes(127 if s.comm == "int8" else 7)
     out = _reduce_scatter_gather(flat / scale[segment], s.workers, encode, decode) * scale[segment]
-  if local_axis is not None and local_size > 1:
+  if in_shares:
     out = jax.lax.all_gather(out, local_axis, tiled=True)[:length]
   parts = jnp.split(out, np.cumsum(sizes)[:-1])
   return jax.tree.unflatten(treedef, [p.reshape(x.shape) for p, x in zip(parts, leaves)])
