@@ -142,7 +142,7 @@ def build_step(config, num_classes: int = 1000, mesh=None):
   return state, step, batch
 
 
-def local_devices(config) -> int:
+def devices_per_node(config) -> int:
   """Devices per node of a `step_config`'s mesh (0: flat), for labelling collectives by axis."""
   import jax
   if config.outer.workers:
@@ -154,7 +154,7 @@ def compiled_ops(config) -> list[dict]:
   """The collectives of the trainer's compiled step for a `step_config`."""
   import jax
   state, step, batch = build_step(config)
-  return collectives(step.lower(state, batch).compile().as_text(), jax.device_count(), local_devices(config))
+  return collectives(step.lower(state, batch).compile().as_text(), jax.device_count(), devices_per_node(config))
 
 
 def ledger(model_name: str, comms, image_size: int = 224, momentum_sync: str = "", hierarchy: str = "flat",
@@ -167,8 +167,18 @@ def ledger(model_name: str, comms, image_size: int = 224, momentum_sync: str = "
   for label, config in modes:
     ops = compiled_ops(config)
     share = sync_share(config, steps)
-    rows[label] = {"ops": ops, **step_bytes(ops), "share": share, "sent_bytes": mean_sent(ops, share)}
+    row = {"ops": ops, **step_bytes(ops), "share": share, "sent_bytes": mean_sent(ops, share)}
+    row["node_link_bytes"] = node_link_bytes(row, devices_per_node(config))
+    rows[label] = row
   return rows
+
+
+def node_link_bytes(row: dict, local: int) -> float:
+  """Mean bytes per step over one node's link: each of its `local` devices sends its share across the
+  nodes; a ring over all devices (or a flat mesh's) leaves the node once; within-node traffic stays off it."""
+  mean = lambda axis: row["axes"].get(axis, {}).get("every", 0.0) + row["share"] * (
+      row["axes"].get(axis, {}).get("sync", 0.0) - row["axes"].get(axis, {}).get("every", 0.0))
+  return max(local, 1) * mean("node") + mean("all") + mean("data")
 
 
 def _axis_text(row):
@@ -225,8 +235,9 @@ def main(argv=None):
   print(f"# {args.model}: bytes each device sends per step, from the compiled program on {args.devices} devices{sync}; "
         f"outer H:COMM[:F]: {args.workers} workers of {args.devices // args.workers} devices, Lion inside; sync steps "
         f"averaged over {args.steps} steps")
-  print("| comm | collectives (op dtype[shape]) | non-sync step MB | sync step MB | mean MB / step | vs fp32 all-reduce |")
-  print("|---|---|---:|---:|---:|---:|")
+  print("| comm | collectives (op dtype[shape]) | non-sync step MB | sync step MB | mean MB / step | vs fp32 all-reduce "
+        "| mean MB / step over a node's link |")
+  print("|---|---|---:|---:|---:|---:|---:|")
   for comm, row in rows.items():
     every = [o for o in row["ops"] if o["when"] == "every"]
     ops = ", ".join(f"{o['op']} {o['dtype']}[{','.join(map(str, o['shape']))}]" for o in every[:4])
@@ -234,7 +245,7 @@ def main(argv=None):
     synced = sum(o["when"] == "sync" for o in row["ops"])
     ops += f"; on sync steps {synced} more" if synced else ""
     print(f"| {comm} | {ops}{more} | {row['every'] / 1e6:.3f}{_axis_text(row)} | {row['sync'] / 1e6:.3f} | "
-          f"{row['sent_bytes'] / 1e6:.3f} | {base / max(row['sent_bytes'], 1):.1f}x |")
+          f"{row['sent_bytes'] / 1e6:.3f} | {base / max(row['sent_bytes'], 1):.1f}x | {row['node_link_bytes'] / 1e6:.3f} |")
   if args.model in PARAMS:
     print(f"\n# predicted step time (ms): assumed compute {1e3 * compute_seconds(args.model):.1f} ms "
           f"+ communication, no overlap")

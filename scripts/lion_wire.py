@@ -188,7 +188,7 @@ def worker(args) -> None:
     if args.timing and costs is None:
       costs = _collective_costs(jax.tree.leaves(state["opt_state"])[0].sharding.mesh)
     ops = lion_ledger.collectives(step.lower(state, batch).compile().as_text(), jax.device_count(),
-                                  lion_ledger.local_devices(config))
+                                  lion_ledger.devices_per_node(config))
     predicted = lion_ledger.step_bytes(ops)
     mesh = trainer.make_mesh()
     sharding = NamedSharding(mesh, P("data"))

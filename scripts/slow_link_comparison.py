@@ -203,6 +203,10 @@ def report(root: Path, modes, seeds: int, steps: int, runs: dict, links: dict, q
       row["links"][rate]["time_to_target"] = [s * row["links"][rate]["seconds"] for s in done]
     out["modes"][mode] = row
   rates = sorted(links, key=rate_bits, reverse=True)
+  import lion_wire
+  for rate in rates:  # the link harness's own table: each kind of step, measured beside the model
+    print(f"\nOn the link at {rate}, one process a node (scripts/lion_wire.py):\n")
+    lion_wire.print_table(links[rate])
   base = out["modes"][modes[0]]
   print(f"\nTarget: {target:.4f}, the final train loss of {label(modes[0])} (mean of {seeds} seeds); "
         f"{steps} steps, {NODES} nodes of {LOCAL} devices; mean ± std over seeds\n")

@@ -300,3 +300,11 @@ def test_measured_cost_model_charges_every_operand_of_a_combined_collective():
   assert np.isclose(ledger.comm_seconds([across], 2, 0, 0, measured=measured), 0.01 + 1e-3)
   synced = combined + [op(2 << 20, "ar.9", "sync")]  # on one step in two of every:2
   assert np.isclose(ledger.comm_seconds(synced, 2, 0, 0, 0.5, measured), 0.015 + (0.01 + 5e-3) / 2)
+
+
+def test_a_node_s_link_carries_its_devices_shares_and_one_edge_of_a_ring():
+  ledger = load_ledger()
+  row = {"share": 0.1, "axes": {"local": {"every": 100.0, "sync": 900.0}, "node": {"every": 0.0, "sync": 10.0},
+                                "all": {"every": 2.0, "sync": 2.0}}}
+  # 4 devices a node each send their share across on a sync step (1 in 10); the ring leaves the node once
+  assert ledger.node_link_bytes(row, 4) == pytest.approx(4 * 10 * 0.1 + 2)
