@@ -6,6 +6,13 @@ import ml_collections
 from ml_collections import config_dict
 
 
+# outer.workers=W > 0: DiLoCo-style training (fractalpre.optim.outer): W workers of consecutive devices each
+# take `every` inner steps alone, then average their pseudo-gradients, sent as `comm` (fp32, bf16, int8,
+# 4bit, 1bit), for an outer Nesterov step (lr, momentum: DiLoCo's 0.7 and 0.9; every: INTELLECT-1's 100);
+# fragments=F > 1: Streaming DiLoCo, the parameters in F fragments synced at staggered steps.
+OUTER = dict(workers=0, every=100, lr=0.7, momentum=0.9, comm="fp32", fragments=1)
+
+
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """'runlocal,delta=0.05' -> {runlocal: True, delta: 0.05, ...}, typed like the defaults. A default given
   as a type (`classes=int`) means "not set": None unless the argument gives a value, which is parsed as that
@@ -83,11 +90,7 @@ def pretrain(data: dict, runlocal: bool, total_steps: int, warmup_steps: int) ->
   # lion.hierarchy=node: gradients averaged exactly within nodes of lion.local_devices devices, the vote across them.
   c.lion = ml_collections.ConfigDict(dict(comm="", momentum_sync="", sync_pattern="", hierarchy="flat",
                                           local_devices=0))
-  # outer.workers=W > 0: DiLoCo-style training (fractalpre.optim.outer): W workers of consecutive devices each
-  # take `every` inner steps alone, then average their pseudo-gradients, sent as `comm` (fp32, bf16, int8,
-  # 4bit, 1bit), for an outer Nesterov step (lr, momentum: DiLoCo's 0.7 and 0.9; every: INTELLECT-1's 100);
-  # fragments=F > 1: Streaming DiLoCo, the parameters in F fragments synced at staggered steps.
-  c.outer = ml_collections.ConfigDict(dict(workers=0, every=100, lr=0.7, momentum=0.9, comm="fp32", fragments=1))
+  c.outer = ml_collections.ConfigDict(OUTER)
   c.mup = ml_collections.ConfigDict(dict(base_width=0))  # > 0: muP relative to this width (ViTs; fractalpre.optim.mup)
   c.log_every = 100
   c.checkpoint_every = 2000

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 from fractalpre import util
-from fractalpre.training.wire_bytes import collectives, mean_sent, sent_bytes, step_bytes  # noqa: F401 (its API)
+from fractalpre.training.wire_bytes import collectives, node_link, per_step, sent_bytes, step_bytes  # noqa: F401 (its API)
 
 LINKS = {"10 Gb/s Ethernet": (10e9 / 8, 25e-6), "100 Gb/s InfiniBand": (100e9 / 8, 3e-6)}  # (bytes/s, latency s)
 PARAMS = {"vit_ti16": 5.7e6, "vit_s16": 22.1e6, "vit_b16": 86.6e6}
@@ -99,32 +99,35 @@ def step_config(model: str, comm: str, image_size: int = 224, momentum_sync: str
 
 
 def parse_outer(spec: str, workers: int) -> dict:
-  """'H:COMM' or 'H:COMM:F' (F fragments: Streaming DiLoCo) -> the trainer's `outer` config, with
-  DiLoCo's outer lr 0.7 and momentum 0.9; '' -> off."""
+  """'H:COMM' or 'H:COMM:F' (F fragments: Streaming DiLoCo) -> the trainer's `outer` config, with the
+  configs' outer lr and momentum (DiLoCo's); '' -> off."""
+  from fractalpre.configs import common
   if not spec:
-    return dict(workers=0, every=1, lr=0.7, momentum=0.9, comm="fp32", fragments=1)
+    return dict(common.OUTER)
   parts = spec.split(":")
   if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[:1] + parts[2:]):
     raise ValueError(f"an outer mode is H:COMM or H:COMM:F, e.g. 50:int8 or 50:4bit:5; got {spec!r}")
-  return dict(workers=workers, every=int(parts[0]), lr=0.7, momentum=0.9, comm=parts[1],
-              fragments=int(parts[2]) if len(parts) == 3 else 1)
+  return {**common.OUTER, "workers": workers, "every": int(parts[0]), "comm": parts[1],
+          "fragments": int(parts[2]) if len(parts) == 3 else 1}
 
 
 def sync_steps(config, last_step: int) -> list[int]:
-  """The steps up to `last_step` on which a `step_config`'s conditionals send: momentum syncs, or any
-  fragment's outer sync."""
+  """The steps up to `last_step` of a `step_config`'s run on which its conditionals send: momentum syncs,
+  or any fragment's outer sync."""
   from fractalpre.optim import lion, outer
   if config.outer.workers:
     s = outer.settings(config.outer, config.outer.workers)
-    return sorted({t for f in range(s.fragments) for t in outer.sync_steps(f, s, last_step)})
+    run = {t for f in range(s.fragments) for t in outer.sync_steps(f, s, config.total_steps)}
+    return sorted(t for t in run if t <= last_step)
   return lion.momentum_sync_steps(config.lion.momentum_sync, last_step)
 
 
 def sync_share(config, steps: int) -> float:
-  """Fraction of a run's `steps` steps on which each of the step's conditionals sends: the momentum
-  schedule's, or one fragment's outer sync (the F fragments sync on distinct steps)."""
-  fragments = config.outer.fragments if config.outer.workers else 1
-  return len(sync_steps(config, steps)) / steps / fragments
+  """The fraction of a run of `steps` steps that syncs (the trainer's `sync_share`)."""
+  from fractalpre.training import trainer
+  config = config.copy_and_resolve_references()
+  config.total_steps = steps
+  return trainer.sync_share(config)
 
 
 def build_step(config, num_classes: int = 1000, mesh=None):
@@ -167,18 +170,11 @@ def ledger(model_name: str, comms, image_size: int = 224, momentum_sync: str = "
   for label, config in modes:
     ops = compiled_ops(config)
     share = sync_share(config, steps)
-    row = {"ops": ops, **step_bytes(ops), "share": share, "sent_bytes": mean_sent(ops, share)}
-    row["node_link_bytes"] = node_link_bytes(row, devices_per_node(config))
+    row = {"ops": ops, **step_bytes(ops, config.outer.fragments if config.outer.workers else 1), "share": share}
+    row["sent_bytes"] = per_step(row, share)
+    row["node_link_bytes"] = node_link(row, share, devices_per_node(config))
     rows[label] = row
   return rows
-
-
-def node_link_bytes(row: dict, local: int) -> float:
-  """Mean bytes per step over one node's link: each of its `local` devices sends its share across the
-  nodes; a ring over all devices (or a flat mesh's) leaves the node once; within-node traffic stays off it."""
-  mean = lambda axis: row["axes"].get(axis, {}).get("every", 0.0) + row["share"] * (
-      row["axes"].get(axis, {}).get("sync", 0.0) - row["axes"].get(axis, {}).get("every", 0.0))
-  return max(local, 1) * mean("node") + mean("all") + mean("data")
 
 
 def _axis_text(row):

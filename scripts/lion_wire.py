@@ -189,7 +189,7 @@ def worker(args) -> None:
       costs = _collective_costs(jax.tree.leaves(state["opt_state"])[0].sharding.mesh)
     ops = lion_ledger.collectives(step.lower(state, batch).compile().as_text(), jax.device_count(),
                                   lion_ledger.devices_per_node(config))
-    predicted = lion_ledger.step_bytes(ops)
+    predicted = lion_ledger.step_bytes(ops, config.outer.fragments if spec else 1)
     mesh = trainer.make_mesh()
     sharding = NamedSharding(mesh, P("data"))
     rng = np.random.default_rng(args.process_id)
@@ -391,14 +391,8 @@ def summarise(args, results, rtt, link, nodes) -> dict:
       # node j's interface carries what its processes send to other nodes; processes of a node share eth0
       node_bytes = [statistics.mean(results[j * per_node]["rows"][m]["sent"][i] for i in idx) for j in range(nodes)]
       # a node's devices each send their share of a vote across the nodes; a ring over all devices leaves
-      # a node once, from its last device; a sync step of F outer fragments runs one fragment's conditional
-      axes = row["predicted"]["axes"]
-      node_bytes_predicted = lambda w: (per_node * axes.get("node", {}).get(w, 0.0) + axes.get("all", {}).get(w, 0.0)
-                                        + axes.get("data", {}).get(w, 0.0))
-      predicted = node_bytes_predicted(kind)
-      if kind == "sync":
-        every = node_bytes_predicted("every")
-        predicted = every + (predicted - every) / row["fragments"]
+      # a node once, from its last device (a sync step of F outer fragments: one fragment's conditional)
+      predicted = lion_ledger.node_link(row["predicted"], 1.0 if kind == "sync" else 0.0, per_node)
       measured = statistics.mean(node_bytes)
       entry[kind] = {"measured_bytes": measured, "predicted_bytes": predicted,
                      "overhead": measured / predicted - 1 if predicted else None,

@@ -191,7 +191,7 @@ def report(root: Path, modes, seeds: int, steps: int, runs: dict, links: dict, q
     reached = [steps_to(target, r) for r in runs[mode].values()]
     done = [s for s in reached if s is not None]
     config = run_config(mode, 0, steps, quick)
-    share = len(lion_ledger.sync_steps(config, steps)) / steps
+    share = lion_ledger.sync_share(config, steps)
     compiled = runs[mode][0][-1].get("comm_bytes_per_step")
     row = {"steps_to_target": reached, "final_loss": final[mode], "compiled_bytes": compiled, "links": {}}
     for rate, result in links.items():

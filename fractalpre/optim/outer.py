@@ -17,8 +17,8 @@ The pseudo-gradients are averaged over the `worker` mesh axis inside `jax.shard_
   int8   the same with int8 codes: each tensor divided by the largest |value| any worker has in it (one
          small fp32 max over the workers), rounded to 127 levels each way                P
   4bit   the same with 7 levels each way, two codes a byte                              P / 2
-  1bit   the sign agreed by majority vote (Lion Cub's packed 1-bit vote), times each tensor's mean |value|
-         averaged over the workers                                                      P / 8, flat in W
+  1bit   the same with each worker's sign as one bit, the owner's mean of the signs rounded stochastically
+         back to one bit (unbiased), times each tensor's mean |value| averaged over the workers   P / 8
 
 (P parameters; the bytes a worker sends per sync for W = 2, ring algorithms; a worker's devices each send
 their share.)
@@ -32,8 +32,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-from fractalpre.optim import lion
 
 COMMS = ("fp32", "bf16", "int8", "4bit", "1bit")
 AXIS = "worker"  # the mesh axis across workers; `data` is the axis inside one
@@ -101,65 +99,89 @@ def sync_offset(fragment: int, s: Settings) -> int:
   return (fragment + 1) * s.every // s.fragments
 
 
-def due(step, fragment: int, s: Settings):
-  """Whether fragment `fragment` is synced after 1-based step `step` (a traced int is fine)."""
+def due(step, fragment: int, s: Settings, last_step: int):
+  """Whether fragment `fragment` is synced after 1-based step `step` (a traced int is fine): on its
+  schedule, and every fragment after the run's last step, so that the global parameters (what is evaluated
+  and exported) hold every step's work."""
   offset = sync_offset(fragment, s)
-  return (step >= offset) & ((step - offset) % s.every == 0)
+  return ((step >= offset) & ((step - offset) % s.every == 0)) | (step == last_step)
 
 
 def sync_steps(fragment: int, s: Settings, last_step: int) -> list[int]:
-  return list(range(sync_offset(fragment, s), last_step + 1, s.every))
+  """The steps after which fragment `fragment` is synced in a run of `last_step` steps (`due`'s)."""
+  return sorted(set(range(sync_offset(fragment, s), last_step + 1, s.every)) | {last_step})
+
+
+def sync_share(s: Settings, last_step: int) -> float:
+  """The fragments' syncs in a run of `last_step` steps, per fragment and step: the weight of one
+  fragment's sync bytes in the mean bytes per step (fragments of about equal size)."""
+  return sum(len(sync_steps(f, s, last_step)) for f in range(s.fragments)) / s.fragments / last_step
 
 
 # ----------------------------------------------------------------------------------------- the mean
-def mean(tree, s: Settings, count, local_axis: str | None = None, local_size: int = 1):
+def mean(tree, s: Settings, key, local_axis: str | None = None, local_size: int = 1):
   """The mean over the workers of a tree of fp32 arrays, sent as `s.comm` (inside `jax.shard_map` over
-  AXIS); every device gets the same result. `count`: the step, for the vote's tie-break. With `local_axis`
-  (a worker's `local_size` devices, all holding the same tree), each device of a worker sends only its
-  1/local_size share across the workers and the worker's devices all-gather the means on their own link,
-  so a node's link carries the vector once, not once per device. Each tensor's scale (int8, 4bit: the
-  largest |value| any worker has in it; 1bit: the workers' mean of its mean |value|) comes from the whole
-  tensor: one fp32 number per tensor crosses the link."""
+  AXIS); every device gets the same result. `key`: the 1-bit rounding's randomness (the same on every
+  device). With `local_axis` (a worker's `local_size` devices, all holding the same tree), each device of a
+  worker sends only its 1/local_size share across the workers and the worker's devices all-gather the
+  encoded means on their own link, so a node's link carries the vector once, not once per device. Each
+  tensor's scale (int8, 4bit: the largest |value| any worker has in it; 1bit: the workers' mean of its mean
+  |value|) comes from the whole tensor: one fp32 number per tensor crosses the link."""
   in_shares = local_axis is not None and local_size > 1
   if s.comm == "fp32" and not in_shares:
     return jax.lax.pmean(tree, AXIS)  # tensor by tensor: no copy into one vector
   leaves, treedef = jax.tree.flatten(tree)
-  sizes = [x.size for x in leaves]
-  flat = jnp.concatenate([x.ravel().astype(jnp.float32) for x in leaves])
-  length = flat.shape[0]
-  segment = np.repeat(np.arange(len(sizes)), sizes)
+  scale = None
   if s.comm == "1bit":
     scale = jax.lax.pmean(jnp.stack([jnp.abs(x).mean() for x in leaves]), AXIS)
+    leaves = [jnp.sign(x) for x in leaves]
   elif s.comm in ("int8", "4bit"):
     scale = jax.lax.pmax(jnp.stack([jnp.abs(x).max() for x in leaves]), AXIS)
     scale = jnp.where(scale > 0, scale, 1.0)
+    leaves = [x / scale[i] for i, x in enumerate(leaves)]
+  flat = jnp.concatenate([x.ravel().astype(jnp.float32) for x in leaves])
+  length = flat.shape[0]
+  here = jax.lax.axis_index(AXIS)
   if in_shares:
-    share = 16 * s.workers * math.ceil(length / (16 * s.workers * local_size))  # whole bytes of 1-bit codes a worker
-    start = jax.lax.axis_index(local_axis) * share
-    flat = jax.lax.dynamic_slice(jnp.pad(flat, (0, share * local_size - length)), (start,), (share,))
-    segment = jax.lax.dynamic_slice(jnp.asarray(np.pad(segment, (0, share * local_size - length))), (start,), (share,))
+    share = 8 * s.workers * math.ceil(length / (8 * s.workers * local_size))  # whole bytes of 1-bit codes a worker
+    here = here * local_size + jax.lax.axis_index(local_axis)
+    flat = jax.lax.dynamic_slice(jnp.pad(flat, (0, share * local_size - length)),
+                                 (jax.lax.axis_index(local_axis) * share,), (share,))
+  encode, decode = _codes(s.comm)
+  key = jax.random.fold_in(key, here)
   if s.comm == "fp32":
-    out = jax.lax.pmean(flat, AXIS)
-  elif s.comm == "1bit":
-    out = lion.vote(flat, "mavo_1bit", AXIS, s.workers, count).astype(jnp.float32) * scale[segment]
-  elif s.comm == "bf16":
-    # sent as the bits of bf16 in uint16: XLA:CPU would widen a bf16 collective to fp32
-    out = _reduce_scatter_gather(
-        flat, s.workers, lambda x: jax.lax.bitcast_convert_type(x.astype(jnp.bfloat16), jnp.uint16),
-        lambda c: jax.lax.bitcast_convert_type(c, jnp.bfloat16).astype(jnp.float32))
+    codes = jax.lax.pmean(flat, AXIS)
   else:
-    encode, decode = _codes(127 if s.comm == "int8" else 7)
-    out = _reduce_scatter_gather(flat / scale[segment], s.workers, encode, decode) * scale[segment]
+    codes = _reduce_scatter_gather(flat, s.workers, encode, decode, key)
   if in_shares:
-    out = jax.lax.all_gather(out, local_axis, tiled=True)[:length]
-  parts = jnp.split(out, np.cumsum(sizes)[:-1])
+    codes = jax.lax.all_gather(codes, local_axis)  # the encoded means: the fast link carries codes too
+  out = decode(codes).reshape(-1)[:length]  # shares, then chunks, in order; the padding at the end
+  parts = jnp.split(out, np.cumsum([x.size for x in leaves])[:-1])
+  if scale is not None:
+    parts = [p * scale[i] for i, p in enumerate(parts)]
   return jax.tree.unflatten(treedef, [p.reshape(x.shape) for p, x in zip(parts, leaves)])
 
 
-def _codes(levels: int):
-  """(encode, decode) between values in [-1, 1] and integer codes of `levels` steps each way: int8, or
-  4-bit codes (offset by 8) two to a byte."""
-  def encode(x):
+def _codes(comm: str):
+  """(encode(x, key), decode(codes)) along the last axis, for values in [-1, 1] (int8, 4bit, 1bit) or any
+  (fp32, bf16). bf16 goes as its bits in uint16 (XLA:CPU would widen a bf16 collective to fp32); 4-bit codes
+  (offset by 8) go two to a byte; 1-bit codes are rounded stochastically, so that their expected value is the
+  value sent: a sign where the workers agree, 0 on average where two disagree (a fixed tie-break would push
+  every such parameter the same way at every sync)."""
+  if comm == "fp32":
+    return lambda x, key: x, lambda c: c
+  if comm == "bf16":
+    return (lambda x, key: jax.lax.bitcast_convert_type(x.astype(jnp.bfloat16), jnp.uint16),
+            lambda c: jax.lax.bitcast_convert_type(c, jnp.bfloat16).astype(jnp.float32))
+  if comm == "1bit":
+    def encode(x, key):
+      bits = jax.random.uniform(key, x.shape) < (1 + jnp.clip(x, -1, 1)) / 2
+      return jnp.packbits(bits.astype(jnp.uint8), axis=-1)
+
+    return encode, lambda c: jnp.unpackbits(c, axis=-1).astype(jnp.float32) * 2 - 1
+  levels = 127 if comm == "int8" else 7
+
+  def encode(x, key):
     q = jnp.round(jnp.clip(x, -1, 1) * levels)
     if levels == 127:
       return q.astype(jnp.int8)
@@ -175,14 +197,14 @@ def _codes(levels: int):
   return encode, decode
 
 
-def _reduce_scatter_gather(flat, workers: int, encode, decode):
-  """The mean of `flat` over the workers, sent encoded twice: every worker sends each other worker that
-  worker's chunk (all-to-all), each averages the chunks it got in fp32 and all-gathers its encoded mean.
-  The bytes of a ring all-reduce of the encoded vector; no sum is taken in the narrow type."""
+def _reduce_scatter_gather(flat, workers: int, encode, decode, key):
+  """The encoded mean of `flat` over the workers, (workers, chunk codes): every worker sends each other
+  worker that worker's chunk (all-to-all), each averages the chunks it got in fp32 and all-gathers its
+  encoded mean. The bytes of a ring all-reduce of the encoded vector; no sum is taken in the narrow type."""
   length = flat.shape[0]
-  chunk = 2 * math.ceil(length / (2 * workers))  # even: 4-bit codes go two to a byte
+  chunk = 8 * math.ceil(length / (8 * workers))  # whole bytes of 1-bit codes
   chunks = jnp.pad(flat, (0, chunk * workers - length)).reshape(workers, chunk)
-  got = jax.lax.all_to_all(encode(chunks), AXIS, 0, 0, tiled=False)  # (workers, ...): everyone's copy of my chunk
+  sent = encode(chunks, jax.random.fold_in(key, 0))
+  got = jax.lax.all_to_all(sent, AXIS, 0, 0, tiled=False)  # (workers, ...): everyone's copy of my chunk
   mine = decode(got).mean(axis=0)
-  gathered = jax.lax.all_gather(encode(mine[None])[0], AXIS)
-  return decode(gathered).reshape(-1)[:length]
+  return jax.lax.all_gather(encode(mine[None], jax.random.fold_in(key, 1))[0], AXIS)

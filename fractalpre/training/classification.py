@@ -89,6 +89,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     model = model_from_config(config, source.num_classes)
     on = augment_on(config.data)
     settings = AugmentSettings.from_config(config.data.augment)
+  trainer.check_model(config, model, (1, config.image_size, config.image_size, 3))
   done = trainer.finished_result(config, workdir, restart)
   if done is not None:
     return done

@@ -1,10 +1,10 @@
 """DiLoCo-style training in the trainer (`outer.workers` > 0; fractalpre.optim.outer): the devices form W
-workers on a (`worker`, `data`) mesh, consecutive devices a worker (in a multi-process job a node's devices,
-since `jax.devices()` orders them by process). Each worker takes the usual data-parallel step on its own
+workers on a (`worker`, `data`) mesh, consecutive devices a worker in process order (in a multi-process job
+one worker per process is a node's devices). Each worker takes the usual data-parallel step on its own
 parameters with its own inner optimizer state, the gradients averaged inside the worker only; after the
 steps of a fragment's schedule, the workers average that fragment's pseudo-gradient (global minus their own
-parameters), the outer optimizer moves the global parameters, and every worker restarts from them. The
-sync sits in a `lax.cond` on the step, so a step without one sends nothing across the workers.
+parameters), the outer optimizer moves the global parameters, and every worker restarts from them; after
+the run's last step every fragment is synced, so the global parameters hold all the work. The sync sits in a `lax.cond` on the step, so a step without one sends nothing across the workers.
 
 The state keeps the global parameters where every other run keeps its parameters (evaluation, export and
 init_from read them), and adds `outer`: each worker's parameters (a leading worker axis) and the outer
@@ -24,13 +24,17 @@ INNER_AXIS = "data"
 
 
 def step_mesh(devices, workers: int) -> jax.sharding.Mesh:
-  devices = np.asarray(devices).reshape(-1)
+  """W workers of consecutive devices in process order (jax.make_mesh may order them by topology), so that
+  with one worker per process a worker is a node's devices."""
+  devices = np.asarray(sorted(np.asarray(devices).reshape(-1), key=lambda d: (d.process_index, d.id)))
   return jax.sharding.Mesh(devices.reshape(workers, devices.size // workers), (outer.AXIS, INNER_AXIS),
                            axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
-def _per_worker(tree, workers: int):
-  return jax.tree.map(lambda x: jnp.broadcast_to(x, (workers,) + x.shape), tree)
+def stacked(tree, n: int):
+  """n copies of each leaf along a new leading axis: a state per worker here, per device for compressed
+  Lion."""
+  return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), tree)
 
 
 def add_state(state: dict, s: outer.Settings, outer_tx) -> dict:
@@ -38,8 +42,8 @@ def add_state(state: dict, s: outer.Settings, outer_tx) -> dict:
   outer optimizer's state of each fragment (over that fragment's parameter leaves)."""
   leaves = jax.tree.leaves(state["params"])
   groups = outer.fragment_leaves([x.size for x in leaves], s.fragments)
-  return {**state, "opt_state": _per_worker(state["opt_state"], s.workers),
-          "outer": {"params": _per_worker(state["params"], s.workers),
+  return {**state, "opt_state": stacked(state["opt_state"], s.workers),
+          "outer": {"params": stacked(state["params"], s.workers),
                     "opt": [outer_tx.init([leaves[i] for i in group]) for group in groups]}}
 
 
@@ -52,10 +56,11 @@ def state_specs(state: dict) -> dict:
           "outer": {"params": by_worker(state["outer"]["params"]), "opt": replicated(state["outer"]["opt"])}}
 
 
-def make_step(inner_step, s: outer.Settings, outer_tx, local_size: int):
+def make_step(inner_step, s: outer.Settings, outer_tx, local_size: int, rng, last_step: int):
   """The step under `jax.shard_map` over (worker, data): `inner_step` (trainer.make_train_step over both
-  axes, reducing over `data`) on this worker's parameters, then each fragment's sync when it is due, each of
-  a worker's `local_size` devices sending its share of the fragment."""
+  axes, reducing over `data`) on this worker's parameters, then each fragment's sync when it is due (and
+  every fragment's after `last_step`), each of a worker's `local_size` devices sending its share of the
+  fragment. `rng`: the 1-bit codes' rounding."""
 
   def step(state, batch):
     view = {k: v for k, v in state.items() if k != "outer"}
@@ -71,12 +76,13 @@ def make_step(inner_step, s: outer.Settings, outer_tx, local_size: int):
       def sync(args):
         theta, mine, opt_state = args
         pseudo = [t - w for t, w in zip(theta, mine)]
-        averaged = outer.mean(pseudo, s, count, INNER_AXIS, local_size)
+        key = jax.random.fold_in(jax.random.fold_in(rng, count), f)
+        averaged = outer.mean(pseudo, s, key, INNER_AXIS, local_size)
         updates, opt_state = outer_tx.update(averaged, opt_state, theta)
         theta = [t + u for t, u in zip(theta, updates)]
         return theta, theta, opt_state  # every worker restarts from the new global parameters
 
-      theta, mine, opt[f] = jax.lax.cond(outer.due(count, f, s), sync, lambda args: args,
+      theta, mine, opt[f] = jax.lax.cond(outer.due(count, f, s, last_step), sync, lambda args: args,
                                          ([global_leaves[i] for i in group], [worker_leaves[i] for i in group],
                                           opt[f]))
       for i, t, w in zip(group, theta, mine):
@@ -87,7 +93,3 @@ def make_step(inner_step, s: outer.Settings, outer_tx, local_size: int):
 
   return step
 
-
-def sync_share(s: outer.Settings) -> float:
-  """The fraction of steps on which each fragment's conditional sends."""
-  return 1.0 / s.every

@@ -105,10 +105,6 @@ def state_specs(state, transport=None):
           for k, v in state.items()}
 
 
-def replicate_per_device(opt_state, n: int):
-  return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + x.shape), opt_state)
-
-
 def _loss_and_grads(model, state, batch, dropout_rng, task_loss, params=None):
   """Loss, metrics, parameter gradients, new batch stats and new fp8 metadata (Flax returns it as the
   "gradient" of the `_overwrite_with_gradient` collection) at `params` (default: the state's)."""
@@ -181,6 +177,7 @@ def build(config, mesh, model, input_shape: tuple[int, ...], task_loss):
   if mup_base_width(config):
     from fractalpre.optim import mup
     scales = mup.scales_for(model, mup_base_width(config), input_shape)
+  check_model(config, model, input_shape)
   with util.usage_errors():
     settings = outer_settings(config)
     step_mesh, transport = lion_transport(config, mesh) or (mesh, None)
@@ -188,25 +185,25 @@ def build(config, mesh, model, input_shape: tuple[int, ...], task_loss):
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   state = init_state(config, model, tx if settings is None else outer_inner(tx), init_rng, input_shape)
   if settings is not None:
-    if state["batch_stats"] or "fp8" in state:
-      raise util.UsageError(f"outer.workers keeps no batch statistics or fp8 scales per worker; "
-                            f"{config.model.name} with precision {config.get('precision', 'fp32')!r} has them: use "
-                            "a ViT in fp32 or bf16")
     outer_tx = outer.optimizer(settings)
-    with util.usage_errors():
-      state = outer_step.add_state(state, settings, outer_tx)
+    state = outer_step.add_state(state, settings, outer_tx)
     step_mesh = outer_step.step_mesh(mesh.devices, settings.workers)
     axes = (outer.AXIS, outer_step.INNER_AXIS)
     specs = outer_step.state_specs(state)
+    local = mesh.size // settings.workers
     body = outer_step.make_step(make_train_step(model, outer_inner(tx), step_rng, task_loss, axis=axes,
-                                                reduce_axis=outer_step.INNER_AXIS), settings, outer_tx,
-                                 mesh.size // settings.workers)
-    batch_spec, metric_spec, share = P(axes), P(outer.AXIS), outer_step.sync_share(settings)
+                                                reduce_axis=outer_step.INNER_AXIS), settings, outer_tx, local,
+                                jax.random.fold_in(jax.random.key(config.seed), 1), config.total_steps)
+    batch_spec, metric_spec = P(axes), P(outer.AXIS)
+    wire = dict(sync_share=sync_share(config), conditionals=settings.fragments, local=local)
   else:
     batch_spec = P(transport.axes) if transport else P("data")
-    metric_spec, share = P(), lion_sync_share(config, transport)
+    metric_spec = P()
+    local = transport.local_size if transport and transport.local_axis else 0
+    wire = dict(sync_share=sync_share(config), conditionals=1,
+                local=local or (jax.local_device_count() if jax.process_count() > 1 else 0))
     if transport:
-      state["opt_state"] = replicate_per_device(state["opt_state"], mesh.size)
+      state["opt_state"] = outer_step.stacked(state["opt_state"], mesh.size)
     specs = state_specs(state, transport)
     if transport:
       body = make_train_step(model, tx, step_rng, task_loss, axis=transport.axes)
@@ -218,7 +215,23 @@ def build(config, mesh, model, input_shape: tuple[int, ...], task_loss):
                          check_vma=False)
   jitted = jax.jit(body, in_shardings=(shardings, NamedSharding(step_mesh, batch_spec)),
                    out_shardings=(shardings, NamedSharding(step_mesh, metric_spec)), donate_argnums=0)
-  return jax.device_put(state, shardings), shardings, Step(jitted, share)
+  return jax.device_put(state, shardings), shardings, Step(jitted, **wire)
+
+
+def check_model(config, model, input_shape: tuple[int, ...]) -> None:
+  """What the config asks of the model, refused in one line before any data is loaded: the outer loop's
+  workers keep no batch statistics or fp8 scales, and split at most one fragment per parameter tensor."""
+  with util.usage_errors():
+    settings = outer_settings(config)
+  if settings is None:
+    return
+  variables = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, jnp.zeros(input_shape), train=False))
+  if variables.get("batch_stats") or FP8_COLLECTION in variables:
+    raise util.UsageError(f"outer.workers keeps no batch statistics or fp8 scales per worker; "
+                          f"{config.model.name} with precision {config.get('precision', 'fp32')!r} has them: use "
+                          "a ViT in fp32 or bf16")
+  with util.usage_errors():
+    outer.fragment_leaves([x.size for x in jax.tree.leaves(variables["params"])], settings.fragments)
 
 
 def outer_inner(tx):
@@ -226,28 +239,38 @@ def outer_inner(tx):
   return optax.chain(lion.mean_gradients((outer_step.INNER_AXIS,)), tx)
 
 
-def lion_sync_share(config, transport) -> float:
-  """The fraction of the run's steps on which compressed Lion averages its momenta."""
-  if transport is None or transport.sync is None:
+def sync_share(config) -> float:
+  """The fraction of the run's steps that sync: compressed Lion's momentum averages, or the outer loop's
+  syncs (each of F fragments' syncs counted 1/F: a sync step sends one fragment)."""
+  settings = outer_settings(config)
+  if settings is not None:
+    return outer.sync_share(settings, config.total_steps)
+  if not compressed_lion(config):
     return 0.0
-  return len(lion.momentum_sync_steps(config.lion.momentum_sync, config.total_steps)) / config.total_steps
+  return len(lion.momentum_sync_steps(config.lion.get("momentum_sync"), config.total_steps)) / config.total_steps
 
 
 class Step:
   """The jitted train step, compiled at its first call for the state and batch it is given; from then on
-  `comm_bytes` is the mean bytes a device sends per step, read from that compiled program
-  (`wire_bytes`; `sync_share`: how often its conditionals send), or None on one device."""
+  `comm_metrics` holds the mean bytes a device sends per step (`comm_bytes_per_step`) and, where the layout
+  has nodes of `local` devices (an outer worker, compressed Lion's node, a process), the mean bytes over a
+  node's link (`node_link_bytes_per_step`), read from that compiled program (`wire_bytes`; `sync_share`:
+  the fraction of steps that sync, one of `conditionals` conditionals sending on each); empty on one
+  device."""
 
-  def __init__(self, jitted, sync_share: float):
-    self.jitted, self.sync_share = jitted, sync_share
-    self.compiled, self.comm_bytes = None, None
+  def __init__(self, jitted, sync_share: float, conditionals: int, local: int):
+    self.jitted, self.sync_share, self.conditionals, self.local = jitted, sync_share, conditionals, local
+    self.compiled, self.comm_metrics = None, {}
 
   def __call__(self, state, batch):
     if self.compiled is None:
       self.compiled = self.jitted.lower(state, batch).compile()
       if jax.device_count() > 1:
-        ops = wire_bytes.collectives(self.compiled.as_text(), jax.device_count())
-        self.comm_bytes = wire_bytes.mean_sent(ops, self.sync_share)
+        ops = wire_bytes.collectives(self.compiled.as_text(), jax.device_count(), self.local)
+        row = wire_bytes.step_bytes(ops, self.conditionals)
+        self.comm_metrics = {"comm_bytes_per_step": wire_bytes.per_step(row, self.sync_share)}
+        if self.local:
+          self.comm_metrics["node_link_bytes_per_step"] = wire_bytes.node_link(row, self.sync_share, self.local)
     return self.compiled(state, batch)
 
   def lower(self, *args):
@@ -267,8 +290,8 @@ class DeviceInputStep:
     return self.train_step(state, self.make_batch(state["step"], inputs))
 
   @property
-  def comm_bytes(self):
-    return self.train_step.comm_bytes
+  def comm_metrics(self):
+    return self.train_step.comm_metrics
 
 
 def check_config(config) -> None:
@@ -460,8 +483,7 @@ def _loop(config, workdir, state, train_step, data, evaluate, progress, samples)
       if logged:
         record = {k: float(v) for k, v in jax.device_get(scalar_metrics(metrics)).items()}
         record["lr"] = float(optim.schedule(config.optim, config.total_steps)(step - 1))
-        if getattr(train_step, "comm_bytes", None) is not None:
-          record["comm_bytes_per_step"] = float(train_step.comm_bytes)
+        record.update(getattr(train_step, "comm_metrics", {}))
         bar.set_postfix(loss=f"{record['loss']:.4f}")
       if evaluated:
         loss = record["loss"] if logged else float(jax.device_get(scalar_metrics(metrics["loss"])))

@@ -109,20 +109,31 @@ def sent_bytes(op: str, buffer: int, n: int) -> float:
   return (2 if op == "all-reduce" else 1) * (n - 1) / n * buffer
 
 
-def step_bytes(ops: list[dict]) -> dict:
-  """Bytes one device sends on a non-sync and on a sync step, in all and per mesh axis."""
+def step_bytes(ops: list[dict], conditionals: int = 1) -> dict:
+  """Bytes one device sends on a non-sync and on a sync step, in all and per mesh axis. A step holds
+  `conditionals` conditionals of about equal bytes, one sending on a sync step (Streaming DiLoCo's
+  fragments, synced on distinct steps)."""
   out = {"every": 0.0, "sync": 0.0, "axes": {}}
   for o in ops:
     sent = sent_bytes(o["op"], o["bytes"], o["group"])
     axis = out["axes"].setdefault(o["axis"], {"every": 0.0, "sync": 0.0})
+    if o["when"] == "sync":
+      sent /= conditionals
     for when in ("every", "sync") if o["when"] == "every" else ("sync",):
       out[when] += sent
       axis[when] += sent
   return out
 
 
-def mean_sent(ops: list[dict], sync_share: float) -> float:
-  """Bytes one device sends per step, averaged over the sync schedule: a conditional's collectives weighted
-  by `sync_share`, the fraction of steps on which each conditional sends (momentum sync, an outer sync)."""
-  row = step_bytes(ops)
-  return row["every"] + sync_share * (row["sync"] - row["every"])
+def per_step(row: dict, sync_share: float, axis: str | None = None) -> float:
+  """The mean bytes per step of a `step_bytes` row (of one mesh axis), averaged over the sync schedule:
+  `sync_share` is the fraction of steps that are sync steps."""
+  part = row if axis is None else row["axes"].get(axis, {"every": 0.0, "sync": 0.0})
+  return part["every"] + sync_share * (part["sync"] - part["every"])
+
+
+def node_link(row: dict, sync_share: float, local: int) -> float:
+  """Mean bytes per step over one node's link, the node `local` consecutive devices: each of them sends
+  its share across the nodes (the `node` axis); a ring over all devices (or a flat mesh's) leaves the node
+  once; traffic within the node stays off it."""
+  return max(local, 1) * per_step(row, sync_share, "node") + sum(per_step(row, sync_share, a) for a in ("all", "data"))

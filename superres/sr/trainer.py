@@ -50,6 +50,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     train_iter = data.train_iterator(source, config.data, config.scale, config.lr_patch, config.batch_size,
                                      config.seed)
     model = models.from_config(config)
+  trainer.check_model(config, model, (1, config.lr_patch, config.lr_patch, 3))
   state, _, train_step = trainer.build(config, mesh, model, (1, config.lr_patch, config.lr_patch, 3), l1_loss)
   evaluate_fn = held_out_evaluation(config, model) if config.get("eval_every") else None
   return trainer.fit(config, workdir, state, train_step, device_pipeline.HostBatches(train_iter, mesh), evaluate_fn,

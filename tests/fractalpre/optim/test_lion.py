@@ -262,7 +262,7 @@ def test_momentum_sync_sends_its_all_reduce_on_sync_steps_only():
   assert row["sync"] - row["every"] == 2 * 7 / 8 * 4 * params
   config = ledger.step_config("vit_cpu", "mavo_1bit", 16, "every:3")
   assert ledger.sync_share(config, 30) == 1 / 3
-  assert ledger.mean_sent(synced, 1 / 3) == pytest.approx(row["every"] + (row["sync"] - row["every"]) / 3)
+  assert ledger.per_step(row, 1 / 3) == pytest.approx(row["every"] + (row["sync"] - row["every"]) / 3)
 
 
 def test_hierarchical_step_averages_within_nodes_and_votes_across_them():
@@ -304,7 +304,7 @@ def test_measured_cost_model_charges_every_operand_of_a_combined_collective():
 
 def test_a_node_s_link_carries_its_devices_shares_and_one_edge_of_a_ring():
   ledger = load_ledger()
-  row = {"share": 0.1, "axes": {"local": {"every": 100.0, "sync": 900.0}, "node": {"every": 0.0, "sync": 10.0},
-                                "all": {"every": 2.0, "sync": 2.0}}}
+  row = {"axes": {"local": {"every": 100.0, "sync": 900.0}, "node": {"every": 0.0, "sync": 10.0},
+                  "all": {"every": 2.0, "sync": 2.0}}}
   # 4 devices a node each send their share across on a sync step (1 in 10); the ring leaves the node once
-  assert ledger.node_link_bytes(row, 4) == pytest.approx(4 * 10 * 0.1 + 2)
+  assert ledger.node_link(row, 0.1, 4) == pytest.approx(4 * 10 * 0.1 + 2)

@@ -26,20 +26,21 @@ def worker_trees(workers, seed=0):
   return trees
 
 
-def mean_on_mesh(trees, s, shares=False):
+def mean_on_mesh(trees, s, shares=False, seed=0):
   """`outer.mean` under shard_map on a (worker, data) mesh of 8 devices: what every device got (the
   first device of each worker; the others are checked to agree). `shares`: each device of a worker sends
   its share across the workers."""
   mesh = outer_step.step_mesh(jax.devices(), s.workers)
   local = 8 // s.workers
-  stacked = [np.stack([t[i] for t in trees]) for i in range(len(SHAPES))]
+  count = len(trees[0])
+  stacked = [np.stack([t[i] for t in trees]) for i in range(count)]
 
   def body(tree):
     args = (outer_step.INNER_AXIS, local) if shares else ()
-    return [x[None] for x in outer.mean([x[0] for x in tree], s, jnp.int32(0), *args)]
+    return [x[None] for x in outer.mean([x[0] for x in tree], s, jax.random.key(seed), *args)]
 
-  spec = [P(outer.AXIS)] * len(SHAPES)
-  every_device = [P((outer.AXIS, outer_step.INNER_AXIS))] * len(SHAPES)
+  spec = [P(outer.AXIS)] * count
+  every_device = [P((outer.AXIS, outer_step.INNER_AXIS))] * count
   f = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(spec,), out_specs=every_device, check_vma=False))
   out = [np.asarray(x) for x in f([jax.device_put(x, NamedSharding(mesh, P(outer.AXIS))) for x in stacked])]
   for x in out:  # a worker's devices hold the same result
@@ -53,8 +54,9 @@ def test_compressed_means_are_within_their_quantisation_of_the_mean_and_agree_on
   s = settings(comm=comm)
   trees = worker_trees(s.workers)
   got = mean_on_mesh(trees, s)
-  for a, b in zip(got, mean_on_mesh(trees, s, shares=True)):  # in shares: the same numbers
-    np.testing.assert_array_equal(a, b)
+  if comm != "1bit":  # in shares: the same numbers (1bit: other random bits, tested below)
+    for a, b in zip(got, mean_on_mesh(trees, s, shares=True)):
+      np.testing.assert_array_equal(a, b)
   for i, shape in enumerate(SHAPES):
     xs = np.stack([t[i] for t in trees])
     for w in range(1, s.workers):  # every worker applies the same outer step
@@ -69,12 +71,31 @@ def test_compressed_means_are_within_their_quantisation_of_the_mean_and_agree_on
       levels = 127 if comm == "int8" else 7
       assert np.abs(result - exact).max() <= biggest / levels * (1 + 1e-5)
       assert np.abs(result - exact).max() > 0
-    else:  # the majority's sign (even ties: +1 at count 0) times the workers' mean of mean |x|
-      positive = xs >= 0  # an exact zero sends the tie-break bit, +1 at count 0
-      votes = positive.sum(0) * 2 - s.workers
-      sign = np.where(votes > 0, 1, np.where(votes < 0, -1, 1))
+    else:  # a sign times the workers' mean of mean |x|: the common sign where all workers agree
       scale = np.mean([np.abs(x).mean() for x in xs])
-      np.testing.assert_allclose(result, sign * scale, rtol=1e-6)
+      np.testing.assert_allclose(np.abs(result), scale, rtol=1e-6)
+      agreed = np.all(xs > 0, 0) | np.all(xs < 0, 0)
+      np.testing.assert_array_equal(np.sign(result)[agreed], np.sign(xs[0])[agreed])
+
+
+@pytest.mark.parametrize("shares", [False, True])
+def test_one_bit_mean_is_the_mean_of_the_signs_in_expectation(shares):
+  """Where two workers disagree the 1-bit mean is +-scale at random, 0 on average: a fixed tie-break
+  would move every such parameter the same way at every sync. Where they agree it is their sign."""
+  s = settings(workers=2, comm="1bit")
+  rng = np.random.default_rng(1)
+  a = rng.normal(size=40_000).astype(np.float32)
+  b = np.where(np.arange(a.size) % 2 == 0, a, -a).astype(np.float32)  # agree on even, disagree on odd
+  b[:100] = a[:100] = 0.0  # exact zeros on both: 0 on average too
+  got = mean_on_mesh([[a], [b]], s, shares)[0][0]
+  scale = (np.abs(a).mean() + np.abs(b).mean()) / 2
+  np.testing.assert_allclose(np.abs(got), scale, rtol=1e-6)
+  agree = (np.arange(a.size) % 2 == 0) & (a != 0)
+  np.testing.assert_array_equal(np.sign(got[agree]), np.sign(a[agree]))
+  ties = ~agree
+  assert abs(got[ties].mean() / scale) < 4 / np.sqrt(ties.sum())  # unbiased, to 4 standard deviations
+  other = mean_on_mesh([[a], [b]], s, shares, seed=1)[0][0]  # another sync's key: other random bits
+  assert (np.sign(other[ties]) != np.sign(got[ties])).mean() > 0.4
 
 
 def test_compressed_means_of_identical_workers_lose_only_their_rounding():
@@ -95,17 +116,20 @@ def test_fragments_are_runs_of_leaves_of_about_equal_size():
     outer.fragment_leaves([1, 1, 1], 4)
 
 
-@pytest.mark.parametrize("every,fragments", [(10, 1), (10, 2), (12, 3), (5, 5)])
-def test_each_fragment_syncs_once_every_h_steps_at_staggered_steps(every, fragments):
+@pytest.mark.parametrize("every,fragments,last", [(10, 1, 100), (10, 2, 100), (12, 3, 125), (5, 5, 50), (10, 1, 7)])
+def test_each_fragment_syncs_every_h_steps_at_staggered_steps_and_all_after_the_last(every, fragments, last):
   s = settings(every=every, fragments=fragments)
-  steps = [outer.sync_steps(f, s, 10 * every) for f in range(fragments)]
+  steps = [outer.sync_steps(f, s, last) for f in range(fragments)]
   for f, fs in enumerate(steps):
-    assert len(fs) == 10 and np.all(np.diff(fs) == every)
-    assert [int(outer.due(jnp.int32(t), f, s)) for t in range(1, 10 * every + 1)] == \
-        [int(t in fs) for t in range(1, 10 * every + 1)]
-  assert steps[-1][0] == every  # the last fragment syncs where unfragmented DiLoCo does
-  firsts = [fs[0] for fs in steps]
-  assert len(set(firsts)) == fragments  # staggered: no two fragments on one step
+    assert fs[-1] == last and all(t % every == (f + 1) * every // fragments % every for t in fs[:-1])
+    assert np.all(np.diff(fs[:-1]) == every) and last - fs[-2 if len(fs) > 1 else -1] <= every
+    assert [int(outer.due(jnp.int32(t), f, s, last)) for t in range(1, last + 1)] == \
+        [int(t in fs) for t in range(1, last + 1)]
+  if last >= every:
+    assert every in steps[-1]  # the last fragment syncs where unfragmented DiLoCo does
+    assert len({fs[0] for fs in steps}) == fragments  # staggered: no two fragments on one step
+  syncs = sum(len(fs) for fs in steps)
+  assert outer.sync_share(s, last) == pytest.approx(syncs / fragments / last)
 
 
 @pytest.mark.parametrize("key,value,message", [
@@ -125,3 +149,48 @@ def test_bad_outer_settings_are_refused_naming_the_key(key, value, message):
 
 def test_outer_is_off_without_workers():
   assert outer.settings(ml_collections.ConfigDict(dict(workers=0, every=0)), 8) is None
+
+
+def test_outer_steps_follow_diloco_with_nesterov_momentum_fragments_and_a_last_sync():
+  """`outer_step.make_step` with a toy inner step (each worker pulled towards its own target) against DiLoCo
+  written out in NumPy: H inner steps, the workers' mean pseudo-gradient, optax's Nesterov outer step, the
+  workers restarting from the global parameters, two fragments on staggered steps, all synced after the last."""
+  s = settings(workers=2, every=2, fragments=2, lr=0.7, momentum=0.9)
+  last, inner_lr = 5, 0.3
+  mesh = outer_step.step_mesh(jax.devices(), s.workers)
+  rng = np.random.default_rng(0)
+  start = {"a": rng.normal(size=(3,)).astype(np.float32), "b": rng.normal(size=(2, 2)).astype(np.float32)}
+  targets = {k: rng.normal(size=(8,) + v.shape).astype(np.float32) for k, v in start.items()}  # one per device
+
+  def inner(view, batch):  # the gradient of |params - target|^2 / 2, averaged over the worker's devices
+    grads = jax.tree.map(lambda p, t: jax.lax.pmean(p - t[0], outer_step.INNER_AXIS), view["params"], batch)
+    params = jax.tree.map(lambda p, g: p - inner_lr * g, view["params"], grads)
+    return {**view, "params": params, "step": view["step"] + 1}, {"loss": jnp.zeros(())}
+
+  tx = outer.optimizer(s)
+  state = outer_step.add_state({"step": jnp.zeros((), jnp.int32), "params": start, "opt_state": {}}, s, tx)
+  specs = outer_step.state_specs(state)
+  step = jax.jit(jax.shard_map(outer_step.make_step(inner, s, tx, 4, jax.random.key(0), last), mesh=mesh,
+                               in_specs=(specs, P((outer.AXIS, outer_step.INNER_AXIS))),
+                               out_specs=(specs, P(outer.AXIS)), check_vma=False))
+  for _ in range(last):
+    state, _ = step(state, targets)
+
+  # DiLoCo in NumPy: fragment 0 is leaf "a" (synced after steps 1, 3, 5), fragment 1 leaf "b" (2, 4, 5)
+  goal = {k: v.reshape(2, 4, *v.shape[1:]).mean(1) for k, v in targets.items()}  # each worker's target
+  theta = {k: v.astype(np.float64) for k, v in start.items()}
+  workers = {k: np.stack([v, v]) for k, v in theta.items()}
+  trace = {k: np.zeros_like(v) for k, v in theta.items()}
+  schedule = {"a": {1, 3, 5}, "b": {2, 4, 5}}
+  for t in range(1, last + 1):
+    for k in theta:
+      workers[k] = workers[k] - inner_lr * (workers[k] - goal[k])
+      if t in schedule[k]:
+        delta = (theta[k] - workers[k]).mean(0)
+        trace[k] = delta + 0.9 * trace[k]
+        theta[k] = theta[k] - 0.7 * (delta + 0.9 * trace[k])
+        workers[k] = np.stack([theta[k], theta[k]])
+  for k in theta:
+    np.testing.assert_allclose(np.asarray(state["params"][k]), theta[k], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(state["outer"]["params"][k]), workers[k], rtol=1e-5, atol=1e-6)
+  assert int(state["step"]) == last

@@ -44,7 +44,9 @@ def test_one_worker_with_outer_lr_1_and_no_momentum_is_the_plain_run(tmp_path):
   params = sum(x.size for x in jax.tree.leaves(plain["params"]))
   sent = metric_writer.read(tmp_path / "plain")[-1]["comm_bytes_per_step"]
   assert ring(8, 4 * params) <= sent <= ring(8, 4 * params) + 64
-  assert metric_writer.read(tmp_path / "outer")[-1]["comm_bytes_per_step"] >= ring(8, 4 * params)
+  last = metric_writer.read(tmp_path / "outer")[-1]
+  assert last["comm_bytes_per_step"] >= ring(8, 4 * params)
+  assert last["node_link_bytes_per_step"] < 64  # a worker of all 8 devices: nothing leaves it but metrics
 
 
 def ring(n, nbytes):
@@ -67,8 +69,10 @@ def test_workers_syncing_every_step_with_sgd_are_data_parallel_sgd(tmp_path):
   assert abs(losses[0][-1] - losses[0][0]) > 1e-3  # the runs moved
   # the bytes: inside a worker of 2 devices every step, then the sync across 4 workers (H = 1: every step)
   params = sum(x.size for x in jax.tree.leaves(a))
-  sent = metric_writer.read(tmp_path / "outer")[-1]["comm_bytes_per_step"]
-  assert ring(2, 4 * params) + ring(4, 4 * params / 2) <= sent
+  last = metric_writer.read(tmp_path / "outer")[-1]
+  assert ring(2, 4 * params) + ring(4, 4 * params / 2) <= last["comm_bytes_per_step"]
+  # over a node's (a worker's) link: its 2 devices each send their half of the vector's ring all-reduce
+  assert ring(4, 4 * params) <= last["node_link_bytes_per_step"] <= ring(4, 4 * params) + 4 * 128
 
 
 def compiled_ops(**outer_settings):
@@ -101,9 +105,10 @@ def test_only_sync_steps_send_across_the_workers_and_what_they_send(comm, wire_b
       assert wire_bytes_per_parameter * share <= sent <= wire_bytes_per_parameter * share + 32, op
     scales = [o for o in across if o["op"] == "all-reduce"]  # one fp32 number per tensor
     assert all(o["dtype"] == "f32" for o in scales) and sum(o["bytes"] for o in scales) <= 4 * 24
-  gathered = [o for o in sync if o["axis"] == "local"]  # the worker's devices put the means together
-  assert [(o["op"], o["dtype"]) for o in gathered] == [("all-gather", "f32")]
-  assert 4 * params <= gathered[0]["bytes"] <= 4 * params + 4 * 128
+  gathered = [o for o in sync if o["axis"] == "local"]  # the worker's devices put the encoded means together
+  code = {"fp32": "f32", "bf16": "u16", "int8": "s8", "4bit": "u8", "1bit": "u8"}[comm]
+  assert [(o["op"], o["dtype"]) for o in gathered] == [("all-gather", code)]
+  assert wire_bytes_per_parameter * params <= gathered[0]["bytes"] <= wire_bytes_per_parameter * params + 4 * 128
 
 
 def test_a_killed_streaming_run_resumes_bit_exact(tmp_path):
@@ -120,15 +125,21 @@ def test_a_killed_streaming_run_resumes_bit_exact(tmp_path):
   a, b = saved(whole, 6), saved(run, 6)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  # the logged bytes: every step's, plus each fragment's sync on one step in H = 2
+  # the logged bytes: every step's, plus one fragment's half of the syncs' bytes on each fragment's sync:
+  # fragment 0 after steps 1, 3, 5 and 6 (the last), fragment 1 after 2, 4, 6
   ops, _ = compiled_ops(workers=2, every=2, fragments=2, comm="int8")
   every = sum(wire_bytes.sent_bytes(o["op"], o["bytes"], o["group"]) for o in ops if o["when"] == "every")
   synced = sum(wire_bytes.sent_bytes(o["op"], o["bytes"], o["group"]) for o in ops if o["when"] == "sync")
-  assert synced > 0 and metric_writer.read(whole)[-1]["comm_bytes_per_step"] == pytest.approx(every + synced / 2)
-  workers = jax.tree.leaves(a["outer"]["params"])  # fragment 0 synced after steps 1, 3, 5; fragment 1 after 2, 4, 6
-  assert not np.array_equal(workers[0][0], workers[0][1])  # one inner step since its sync
-  np.testing.assert_array_equal(workers[-1][0], workers[-1][1])  # just synced: both workers restart from it
-  np.testing.assert_array_equal(workers[-1][0], jax.tree.leaves(a["params"])[-1])
+  assert synced > 0 and metric_writer.read(whole)[-1]["comm_bytes_per_step"] == pytest.approx(
+      every + (4 + 3) * synced / 2 / 6)
+  middle = saved(run, 3)  # after step 3 fragment 0 has just synced, fragment 1 has not
+  workers, theta = jax.tree.leaves(middle["outer"]["params"]), jax.tree.leaves(middle["params"])
+  np.testing.assert_array_equal(workers[0][0], workers[0][1])  # just synced: both workers restart from it
+  np.testing.assert_array_equal(workers[0][0], theta[0])
+  assert not np.array_equal(workers[-1][0], workers[-1][1])  # one inner step since its sync
+  for w, t in zip(jax.tree.leaves(a["outer"]["params"]), jax.tree.leaves(a["params"])):  # all synced at the end
+    np.testing.assert_array_equal(w[0], t)
+    np.testing.assert_array_equal(w[1], t)
 
 
 @pytest.mark.parametrize("change,message", [
@@ -144,6 +155,19 @@ def test_bad_outer_configs_are_one_line_before_any_work(change, message):
   with pytest.raises(UsageError) as caught:
     trainer.check_config(c)
   assert str(caught.value) == message
+
+
+def test_models_the_outer_loop_cannot_take_are_one_line_before_any_data():
+  c = outer_config(2, workers=2, every=500, fragments=500)
+  model = classification.model_from_config(c, 16)
+  leaves = len(jax.tree.leaves(jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 16, 16, 3)))["params"])))
+  with pytest.raises(UsageError) as caught:
+    trainer.check_model(c, model, (1, 16, 16, 3))
+  assert str(caught.value) == f"outer.fragments must be at most the model's {leaves} parameter tensors, got 500"
+  c = outer_config(2, workers=2)
+  c.model = ml_collections.ConfigDict(dict(name="resnet18", stages=(1,)))
+  with pytest.raises(UsageError, match="^outer.workers keeps no batch statistics or fp8 scales per worker; resnet18 "):
+    trainer.check_model(c, classification.model_from_config(c, 16), (1, 16, 16, 3))
 
 
 RUNLOCAL = ["--config", "pretrain_1pfrac_vit:runlocal", "--config.log_every=1",
