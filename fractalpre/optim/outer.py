@@ -113,9 +113,9 @@ def sync_steps(fragment: int, s: Settings, last_step: int) -> list[int]:
 
 
 def sync_share(s: Settings, last_step: int) -> float:
-  """The fragments' syncs in a run of `last_step` steps, per fragment and step: the weight of one
-  fragment's sync bytes in the mean bytes per step (fragments of about equal size)."""
-  return sum(len(sync_steps(f, s, last_step)) for f in range(s.fragments)) / s.fragments / last_step
+  """The fragments' syncs in a run of `last_step` steps, per step: the weight of one fragment's sync bytes
+  in the mean bytes per step (fragments of about equal size)."""
+  return sum(len(sync_steps(f, s, last_step)) for f in range(s.fragments)) / last_step
 
 
 # ----------------------------------------------------------------------------------------- the mean

@@ -241,7 +241,7 @@ def outer_inner(tx):
 
 def sync_share(config) -> float:
   """The fraction of the run's steps that sync: compressed Lion's momentum averages, or the outer loop's
-  syncs (each of F fragments' syncs counted 1/F: a sync step sends one fragment)."""
+  fragment syncs (one fragment's sync a step, on its `wire_bytes.step_bytes` sync step)."""
   settings = outer_settings(config)
   if settings is not None:
     return outer.sync_share(settings, config.total_steps)
