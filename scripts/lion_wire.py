@@ -352,7 +352,12 @@ def run(args) -> dict:
       logs = (tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+"))  # no pipe to fill up while we wait
       procs.append((subprocess.Popen(cmd, env=env, stdout=logs[0], stderr=logs[1], text=True), logs))
     outs = _wait(procs, args.timeout)
-  results = [json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:]) for out, _ in outs]
+  results = []
+  for i, (out, err) in enumerate(outs):
+    line = next((l for l in out.splitlines() if l.startswith("RESULT ")), None)
+    if line is None:
+      raise RuntimeError(f"worker {i} ended without a result:\n{err[-3000:]}")
+    results.append(json.loads(line[len("RESULT "):]))
   return summarise(args, results, rtt, link, nodes)
 
 

@@ -25,8 +25,10 @@ QUICK = dict(tensorboard=False, checkpoint_every=10**9, log_every=10**9)
 
 
 def use_compilation_cache(folder: str | os.PathLike) -> None:
-  """JAX's persistent compilation cache: the many runs of a study compile the same few programs."""
-  jax.config.update("jax_compilation_cache_dir", str(folder))
+  """JAX's persistent compilation cache in `folder`, unless one is set already (JAX_COMPILATION_CACHE_DIR):
+  the many runs of a study, of every seed, compile the same few programs."""
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", str(folder))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 

@@ -98,7 +98,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     augment_batch = augment.DeviceAugment(config.image_size, source.num_classes, **dataclasses.asdict(settings))
     key = augment_key(config.seed)
 
-    def input_fn(step, inputs):
+    def input_fn(key, step, inputs):
       images, labels = data.batch(key, step, inputs)
       return augment_batch(key, step, images, labels, whole=NamedSharding(mesh, P()))
   else:
@@ -109,7 +109,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   state, shardings, train_step = trainer.build(config, mesh, model, (1, config.image_size, config.image_size, 3),
                                                classification_loss)
   if input_fn is not None:
-    train_step = trainer.DeviceInputStep(train_step, input_fn, batch_sharding)
+    train_step = trainer.DeviceInputStep(train_step, input_fn, batch_sharding, key)
   logits_fn = jax.jit(make_eval_fn(model), in_shardings=(shardings, batch_sharding),
                       out_shardings=NamedSharding(mesh, P()))
 

@@ -56,16 +56,16 @@ def state_specs(state: dict) -> dict:
           "outer": {"params": by_worker(state["outer"]["params"]), "opt": replicated(state["outer"]["opt"])}}
 
 
-def make_step(inner_step, s: outer.Settings, outer_tx, local_size: int, rng, last_step: int):
-  """The step under `jax.shard_map` over (worker, data): `inner_step` (trainer.make_train_step over both
-  axes, reducing over `data`) on this worker's parameters, then each fragment's sync when it is due (and
-  every fragment's after `last_step`), each of a worker's `local_size` devices sending its share of the
-  fragment. `rng`: the 1-bit codes' rounding."""
+def make_step(inner_step, s: outer.Settings, outer_tx, local_size: int, last_step: int):
+  """The step `step(state, batch, rngs)` under `jax.shard_map` over (worker, data): `inner_step`
+  (trainer.make_train_step over both axes, reducing over `data`) on this worker's parameters, then each
+  fragment's sync when it is due (and every fragment's after `last_step`), each of a worker's `local_size`
+  devices sending its share of the fragment. `rngs["outer"]`: the 1-bit codes' rounding."""
 
-  def step(state, batch):
+  def step(state, batch, rngs):
     view = {k: v for k, v in state.items() if k != "outer"}
     view["params"] = jax.tree.map(lambda x: x[0], state["outer"]["params"])
-    new, metrics = inner_step(view, batch)
+    new, metrics = inner_step(view, batch, rngs)
     count = new["step"]
     global_leaves, treedef = jax.tree.flatten(state["params"])
     worker_leaves = jax.tree.leaves(new["params"])
@@ -76,7 +76,7 @@ def make_step(inner_step, s: outer.Settings, outer_tx, local_size: int, rng, las
       def sync(args):
         theta, mine, opt_state = args
         pseudo = [t - w for t, w in zip(theta, mine)]
-        key = jax.random.fold_in(jax.random.fold_in(rng, count), f)
+        key = jax.random.fold_in(jax.random.fold_in(rngs["outer"], count), f)
         averaged = outer.mean(pseudo, s, key, INNER_AXIS, local_size)
         updates, opt_state = outer_tx.update(averaged, opt_state, theta)
         theta = [t + u for t, u in zip(theta, updates)]

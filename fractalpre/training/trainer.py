@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -127,9 +128,11 @@ def _global_norm(tree):
   return jnp.sqrt(sum(jnp.sum(g.astype(jnp.float32) ** 2) for g in jax.tree.leaves(tree)))
 
 
-def make_train_step(model, tx, rng, task_loss, sample=None, axis: str | tuple[str, ...] | None = None,
+def make_train_step(model, tx, task_loss, sample=None, axis: str | tuple[str, ...] | None = None,
                     reduce_axis: str | tuple[str, ...] | None = None):
-  """The pure update, one optimizer step; the one body of every trainer's step. On a globally sharded
+  """The pure update `step(state, batch, rngs)`, one optimizer step; the one body of every trainer's step.
+  `rngs["step"]` is the run's key for dropout and IVON's noise, an argument rather than a constant of the
+  program, so that runs of other seeds reuse its compilation (JAX's persistent cache). On a globally sharded
   batch (`axis` None) the state is replicated. Under `jax.shard_map` over `axis` (compressed Lion's or the
   outer loop's mesh axes), each device takes the gradient of its own batch shard and keeps its own optimizer
   state (a leading axis of length 1 here), `tx` does the communication, batch stats are averaged, fp8 amax
@@ -139,8 +142,8 @@ def make_train_step(model, tx, rng, task_loss, sample=None, axis: str | tuple[st
   the mean, and the same noise goes into the update."""
   reduce_axis = axis if reduce_axis is None else reduce_axis
 
-  def step(state, batch):
-    step_rng = jax.random.fold_in(rng, state["step"])
+  def step(state, batch, rngs):
+    step_rng = jax.random.fold_in(rngs["step"], state["step"])
     if axis is not None:
       step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis))
     step_rng, sample_rng = jax.random.split(step_rng)
@@ -183,6 +186,7 @@ def build(config, mesh, model, input_shape: tuple[int, ...], task_loss):
     step_mesh, transport = lion_transport(config, mesh) or (mesh, None)
     tx = optim.make(config.optim, config.total_steps, scales, transport)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
+  rngs = {"step": step_rng}
   state = init_state(config, model, tx if settings is None else outer_inner(tx), init_rng, input_shape)
   if settings is not None:
     outer_tx = outer.optimizer(settings)
@@ -191,9 +195,10 @@ def build(config, mesh, model, input_shape: tuple[int, ...], task_loss):
     axes = (outer.AXIS, outer_step.INNER_AXIS)
     specs = outer_step.state_specs(state)
     local = mesh.size // settings.workers
-    body = outer_step.make_step(make_train_step(model, outer_inner(tx), step_rng, task_loss, axis=axes,
+    body = outer_step.make_step(make_train_step(model, outer_inner(tx), task_loss, axis=axes,
                                                 reduce_axis=outer_step.INNER_AXIS), settings, outer_tx, local,
-                                jax.random.fold_in(jax.random.key(config.seed), 1), config.total_steps)
+                                config.total_steps)
+    rngs["outer"] = jax.random.fold_in(jax.random.key(config.seed), 1)
     batch_spec, metric_spec = P(axes), P(outer.AXIS)
     wire = dict(sync_share=sync_share(config), conditionals=settings.fragments, local=local)
   else:
@@ -206,16 +211,21 @@ def build(config, mesh, model, input_shape: tuple[int, ...], task_loss):
       state["opt_state"] = outer_step.stacked(state["opt_state"], mesh.size)
     specs = state_specs(state, transport)
     if transport:
-      body = make_train_step(model, tx, step_rng, task_loss, axis=transport.axes)
+      body = make_train_step(model, tx, task_loss, axis=transport.axes)
     else:
-      body = make_train_step(model, tx, step_rng, task_loss, optim.sampler(config.optim))
+      body = make_train_step(model, tx, task_loss, optim.sampler(config.optim))
   shardings = jax.tree.map(lambda spec: NamedSharding(step_mesh, spec), specs)
+  keyed = lambda state, batch, data: body(state, batch, {k: jax.random.wrap_key_data(v) for k, v in data.items()})
   if settings is not None or transport:
-    body = jax.shard_map(body, mesh=step_mesh, in_specs=(specs, batch_spec), out_specs=(specs, metric_spec),
-                         check_vma=False)
-  jitted = jax.jit(body, in_shardings=(shardings, NamedSharding(step_mesh, batch_spec)),
+    keyed = jax.shard_map(keyed, mesh=step_mesh, in_specs=(specs, batch_spec, jax.tree.map(lambda _: P(), rngs)),
+                          out_specs=(specs, metric_spec), check_vma=False)
+  replicated = NamedSharding(step_mesh, P())
+  jitted = jax.jit(keyed, in_shardings=(shardings, NamedSharding(step_mesh, batch_spec), replicated),
                    out_shardings=(shardings, NamedSharding(step_mesh, metric_spec)), donate_argnums=0)
-  return jax.device_put(state, shardings), shardings, Step(jitted, **wire)
+  # the keys' raw data, replicated on every process's devices (a key array cannot be put there)
+  data = {k: np.asarray(jax.random.key_data(v)) for k, v in rngs.items()}
+  data = {k: jax.make_array_from_callback(v.shape, replicated, lambda index, v=v: v[index]) for k, v in data.items()}
+  return jax.device_put(state, shardings), shardings, Step(jitted, data, **wire)
 
 
 def check_model(config, model, input_shape: tuple[int, ...]) -> None:
@@ -256,38 +266,40 @@ class Step:
   has nodes of `local` devices (an outer worker, compressed Lion's node, a process), the mean bytes over a
   node's link (`node_link_bytes_per_step`), read from that compiled program (`wire_bytes`; `sync_share`:
   the fraction of steps that sync, one of `conditionals` conditionals sending on each); empty on one
-  device."""
+  device. `rngs`: the run's keys (their raw data), passed to every call."""
 
-  def __init__(self, jitted, sync_share: float, conditionals: int, local: int):
-    self.jitted, self.sync_share, self.conditionals, self.local = jitted, sync_share, conditionals, local
+  def __init__(self, jitted, rngs, sync_share: float, conditionals: int, local: int):
+    self.jitted, self.rngs = jitted, rngs
+    self.sync_share, self.conditionals, self.local = sync_share, conditionals, local
     self.compiled, self.comm_metrics = None, {}
 
   def __call__(self, state, batch):
     if self.compiled is None:
-      self.compiled = self.jitted.lower(state, batch).compile()
+      self.compiled = self.lower(state, batch).compile()
       if jax.device_count() > 1:
         ops = wire_bytes.collectives(self.compiled.as_text(), jax.device_count(), self.local)
         row = wire_bytes.step_bytes(ops, self.conditionals)
         self.comm_metrics = {"comm_bytes_per_step": wire_bytes.per_step(row, self.sync_share)}
         if self.local:
           self.comm_metrics["node_link_bytes_per_step"] = wire_bytes.node_link(row, self.sync_share, self.local)
-    return self.compiled(state, batch)
+    return self.compiled(state, batch, self.rngs)
 
-  def lower(self, *args):
-    return self.jitted.lower(*args)
+  def lower(self, state, batch):
+    return self.jitted.lower(state, batch, self.rngs)
 
 
 class DeviceInputStep:
-  """`step(state, inputs)`: the device pipeline's `input_fn(step, inputs) -> batch`, compiled as its own
-  program, then the train step on that batch. Both are dispatched without waiting. (Compiled into the
-  train step, the same augmentation cost a ViT-Ti/16 step on CPU about 5x its own time.)"""
+  """`step(state, inputs)`: the device pipeline's `input_fn(key, step, inputs) -> batch`, compiled as its
+  own program (`key` an argument, so that other seeds reuse it), then the train step on that batch. Both are
+  dispatched without waiting. (Compiled into the train step, the same augmentation cost a ViT-Ti/16 step on
+  CPU about 5x its own time.)"""
 
-  def __init__(self, train_step, input_fn, batch_sharding):
-    self.train_step = train_step
+  def __init__(self, train_step, input_fn, batch_sharding, key):
+    self.train_step, self.key = train_step, key
     self.make_batch = jax.jit(input_fn, out_shardings=batch_sharding)
 
   def __call__(self, state, inputs):
-    return self.train_step(state, self.make_batch(state["step"], inputs))
+    return self.train_step(state, self.make_batch(self.key, state["step"], inputs))
 
   @property
   def comm_metrics(self):

@@ -162,7 +162,7 @@ def test_outer_steps_follow_diloco_with_nesterov_momentum_fragments_and_a_last_s
   start = {"a": rng.normal(size=(3,)).astype(np.float32), "b": rng.normal(size=(2, 2)).astype(np.float32)}
   targets = {k: rng.normal(size=(8,) + v.shape).astype(np.float32) for k, v in start.items()}  # one per device
 
-  def inner(view, batch):  # the gradient of |params - target|^2 / 2, averaged over the worker's devices
+  def inner(view, batch, rngs):  # the gradient of |params - target|^2 / 2, averaged over the worker's devices
     grads = jax.tree.map(lambda p, t: jax.lax.pmean(p - t[0], outer_step.INNER_AXIS), view["params"], batch)
     params = jax.tree.map(lambda p, g: p - inner_lr * g, view["params"], grads)
     return {**view, "params": params, "step": view["step"] + 1}, {"loss": jnp.zeros(())}
@@ -170,11 +170,11 @@ def test_outer_steps_follow_diloco_with_nesterov_momentum_fragments_and_a_last_s
   tx = outer.optimizer(s)
   state = outer_step.add_state({"step": jnp.zeros((), jnp.int32), "params": start, "opt_state": {}}, s, tx)
   specs = outer_step.state_specs(state)
-  step = jax.jit(jax.shard_map(outer_step.make_step(inner, s, tx, 4, jax.random.key(0), last), mesh=mesh,
-                               in_specs=(specs, P((outer.AXIS, outer_step.INNER_AXIS))),
+  step = jax.jit(jax.shard_map(outer_step.make_step(inner, s, tx, 4, last), mesh=mesh,
+                               in_specs=(specs, P((outer.AXIS, outer_step.INNER_AXIS)), P()),
                                out_specs=(specs, P(outer.AXIS)), check_vma=False))
   for _ in range(last):
-    state, _ = step(state, targets)
+    state, _ = step(state, targets, {"outer": jax.random.key(0)})
 
   # DiLoCo in NumPy: fragment 0 is leaf "a" (synced after steps 1, 3, 5), fragment 1 leaf "b" (2, 4, 5)
   goal = {k: v.reshape(2, 4, *v.shape[1:]).mean(1) for k, v in targets.items()}  # each worker's target

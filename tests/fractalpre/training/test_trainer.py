@@ -241,3 +241,21 @@ def test_both_input_paths_resume_exactly(tmp_path, on):
   shutil.rmtree(tmp_path / "checkpoints" / "6")  # as if killed after the save at step 3
   classification.train_and_evaluate(config, tmp_path, progress=False)
   assert metric_writer.read(tmp_path) == whole
+
+
+@pytest.mark.parametrize("changes", [{"optim.optimizer": "ivon", "optim.ess": 100.0},
+                                     {"outer.workers": 2, "outer.comm": "1bit"}])
+def test_runs_of_other_seeds_lower_to_the_same_program(changes):
+  """The run's keys are arguments of the step, not constants in it, so that JAX's persistent cache serves
+  every seed of a study from one compilation (IVON's noise and the 1-bit outer rounding use them)."""
+  texts = []
+  for seed in (0, 1):
+    c = tiny_config(seed=seed)
+    c.outer = ml_collections.ConfigDict(dict(workers=0, every=2, lr=0.7, momentum=0.9, comm="fp32", fragments=1))
+    c.update_from_flattened_dict(changes)
+    state, _, step = trainer.build(c, trainer.make_mesh(), classification.model_from_config(c, 16), (1, 16, 16, 3),
+                                   classification.classification_loss)
+    batch = {"image": jax.ShapeDtypeStruct((16, 16, 16, 3), jnp.float32),
+             "label": jax.ShapeDtypeStruct((16, 16), jnp.float32)}
+    texts.append(step.lower(state, batch).as_text())
+  assert texts[0] == texts[1]
