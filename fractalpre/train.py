@@ -72,7 +72,12 @@ def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[
         distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                                FLAGS.coordinator_timeout)
         distributed.check_agreement(FLAGS.config)
-      metrics = train_fn(FLAGS.config, FLAGS.workdir, restart=FLAGS.restart)
+      try:
+        metrics = train_fn(FLAGS.config, FLAGS.workdir, restart=FLAGS.restart)
+      except Exception as e:
+        if not isinstance(e, (util.UsageError, OutOfSpace, *(kind for kind, _ in STOPS))):  # not a one-line end
+          distributed.settle()
+        raise
   except OutOfSpace as e:
     print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
     os._exit(1)  # orbax's writer threads would each print their failure again while Python shuts down

@@ -149,6 +149,7 @@ def test_the_time_limit_saves_requeues_and_the_requeued_job_resumes(tmp_path):
   which save the step they agree on and exit 143, then it asks Slurm to requeue the job; the requeued job's
   same command resumes and finishes."""
   env = _slurm_env(tmp_path, 2, 2, FRACTALPRE_PYTHON=sys.executable, FRACTALPRE_TCMALLOC="0",
+                   SLURM_JOB_ID="4343",  # its own port (24343): the layout tests beside it check that 24242 is free
                    XLA_FLAGS="--xla_force_host_platform_device_count=2",
                    # the requeued job loads the first one's compiled programs
                    JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
@@ -165,7 +166,7 @@ def test_the_time_limit_saves_requeues_and_the_requeued_job_resumes(tmp_path):
   job.send_signal(signal.SIGTERM)  # what B:TERM does: the batch shell alone
   out, _ = job.communicate(timeout=300)
   assert job.returncode == 143, out[-2000:]
-  assert (tmp_path / "requeued").read_text().split() == ["4242"]
+  assert (tmp_path / "requeued").read_text().split() == ["4343"]
   saved = [int(p.name) for p in (tmp_path / "w" / "checkpoints").iterdir() if p.name.isdigit()]
   assert len(saved) == 1 and 2 <= saved[0] < 24
   # Slurm starts the requeued job with the same command: it resumes from the saved step and finishes
@@ -173,7 +174,7 @@ def test_the_time_limit_saves_requeues_and_the_requeued_job_resumes(tmp_path):
   assert rerun.returncode == 0, rerun.stdout[-2000:]
   assert f"resumed from step {saved[0]}" in (tmp_path / "task0.err").read_text()
   assert [r["step"] for r in map(json.loads, metrics.read_text().splitlines())] == list(range(1, 25))
-  assert (tmp_path / "requeued").read_text().split() == ["4242"]  # a finished job is not requeued
+  assert (tmp_path / "requeued").read_text().split() == ["4343"]  # a finished job is not requeued
 
 
 # A stand-in for gcloud that models what the TPU launcher relies on: `describe` gives a 4-worker pod's

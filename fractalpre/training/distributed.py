@@ -1,11 +1,17 @@
 """Starting a multi-process (multi-host) JAX job: `jax.distributed.initialize` with the pieces a user gives
 (`--coordinator_address`, `--num_processes`, `--process_id`) and JAX's detection of the rest (Slurm,
 Open MPI 4, TPU pods, Kubernetes), gloo collectives for CPU jobs, one line when nothing can be found or the
-coordinator's address cannot work, and the check that every process runs what process 0 runs."""
+coordinator's address cannot work, one line when a process of a running job ends before it finishes, and the
+check that every process runs what process 0 runs."""
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import select
 import socket
+import sys
+import threading
 import time
 
 import jax
@@ -19,19 +25,74 @@ FLAGS_HINT = ("pass --coordinator_address HOST:PORT (process 0's address, reacha
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
                process_id: int | None = None, timeout_s: float = 300.0) -> None:
   """Joins this process to the job; what is None is detected by JAX from the cluster's environment. Given all
-  three, the processes first meet in `rendezvous` (`timeout_s`), so that a missing peer is one line."""
+  three, the processes first meet in `rendezvous` (`timeout_s`), so that a missing peer is one line, and keep
+  its connections open for `watch`, so that a process that ends mid-run is one line on the others."""
   if not timeout_s > 0 or timeout_s == float("inf"):
     raise UsageError(f"--coordinator_timeout must be a number of seconds > 0, got {timeout_s}")
   if not cpu_allocator.accelerator_expected():
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes talk over TCP
   kwargs = plan(coordinator_address, num_processes, process_id)
+  peers = {}
   if kwargs.get("cluster_detection_method") == "deactivate" and num_processes > 1:
-    rendezvous(coordinator_address, num_processes, process_id, timeout_s)
+    peers = rendezvous(coordinator_address, num_processes, process_id, timeout_s)
   try:
     jax.distributed.initialize(**kwargs, initialization_timeout=max(int(timeout_s), 1))
   except ValueError as e:  # JAX's words for "no cluster detected and not enough given"
     raise UsageError(f"--distributed: {' '.join(str(e).split())} No cluster environment (Slurm, Open MPI, TPU, "
                      f"Kubernetes) was detected: {FLAGS_HINT}") from None
+  if peers:
+    watch(peers, process_id)
+
+
+LOST_EXIT = 1
+BYE = b"bye\n"
+_watching = threading.Event()
+
+
+def settle(seconds: float = 3.0) -> None:
+  """Called with an unexpected error in a watched job: a lost process also breaks the collectives this one
+  waits in, so give `watch` the moment it needs to end this process with its one line instead."""
+  if _watching.is_set():
+    time.sleep(seconds)
+
+
+def watch(peers: dict[int, socket.socket], process_id: int) -> None:
+  """Watches the rendezvous connections (process 0: one to each process; the others: one to process 0) on a
+  daemon thread. A process that ends for any reason says goodbye on them at exit; a connection that closes
+  without it means its process died (killed, out of memory): this process prints one line and exits, where
+  JAX would abort it with a C++ stack once the missed heartbeats are noticed (100 s). A node that vanishes
+  without closing its connections still ends that way."""
+  leaving = threading.Event()
+
+  def goodbye():
+    leaving.set()
+    for conn in peers.values():
+      try:
+        conn.sendall(BYE)
+      except OSError:
+        pass
+
+  def loop():
+    open_ = dict(peers)
+    while open_ and not leaving.is_set():
+      ready, _, _ = select.select(list(open_.values()), [], [], 1.0)
+      for conn in ready:
+        peer = next(i for i, c in open_.items() if c is conn)
+        try:
+          data = conn.recv(64)
+        except OSError:
+          data = b""
+        if data.startswith(BYE):
+          del open_[peer]
+        elif not data and not leaving.is_set():
+          print(f"\nfractalpre.train: error: process {peer} of the job ended before it finished (its connection to "
+                f"process {process_id} closed); this process stops too. The last checkpoint is kept: start the job "
+                "again with the same command to resume", file=sys.stderr, flush=True)
+          os._exit(LOST_EXIT)
+
+  atexit.register(goodbye)
+  _watching.set()
+  threading.Thread(target=loop, name="fractalpre-peers", daemon=True).start()
 
 
 def plan(coordinator_address: str | None, num_processes: int | None, process_id: int | None) -> dict:
@@ -66,11 +127,12 @@ def check_address(address: str, bind: bool) -> None:
                          "process 0 listens there: choose a free port (another job may hold this one)") from None
 
 
-def rendezvous(address: str, num_processes: int, process_id: int, timeout_s: float) -> None:
+def rendezvous(address: str, num_processes: int, process_id: int, timeout_s: float) -> dict[int, socket.socket]:
   """Every process reports to process 0 on the port after the coordinator's, and waits for its answer, before
   JAX's own start: that one aborts the process with a C++ stack when a peer never comes. Process 0 answers
   once all have reported; after `timeout_s` it names the processes that never did, in one line, and the
-  others end with one line too (the UsageError each raises)."""
+  others end with one line too (the UsageError each raises). Returns the open connections ({peer: socket})
+  for `watch`."""
   host, _, port = address.rpartition(":")
   host, port = host.strip("[]"), int(port) + 1
   hint = ("start every process with the same --coordinator_address and --num_processes, check that they reach "
@@ -99,8 +161,8 @@ def rendezvous(address: str, num_processes: int, process_id: int, timeout_s: flo
                              f"{num_processes} never joined within {timeout_s:g} s; {hint}") from None
       for conn in peers.values():
         conn.sendall(b"go\n")
-        conn.close()
-    return
+        conn.settimeout(None)
+    return peers
   while True:
     try:
       conn = socket.create_connection((host, port), timeout=max(min(deadline - time.monotonic(), 5), 0.01))
@@ -109,16 +171,18 @@ def rendezvous(address: str, num_processes: int, process_id: int, timeout_s: flo
       if time.monotonic() >= deadline:
         raise UsageError(f"process 0 at {address} never answered within {timeout_s:g} s; {hint}") from None
       time.sleep(0.2)
-  with conn:
-    conn.sendall(f"{process_id}\n".encode())
-    conn.settimeout(max(deadline - time.monotonic(), 0.01) + 5)
-    try:
-      answer = conn.recv(8)
-    except OSError:
-      answer = b""
+  conn.sendall(f"{process_id}\n".encode())
+  conn.settimeout(max(deadline - time.monotonic(), 0.01) + 5)
+  try:
+    answer = conn.recv(3)
+  except OSError:
+    answer = b""
   if answer != b"go\n":
+    conn.close()
     raise UsageError(f"process 0 at {address} gave up waiting for the other processes (its own line names "
                      f"them); {hint}")
+  conn.settimeout(None)
+  return {0: conn}
 
 
 AGREE_TIMEOUT_MS = 300_000

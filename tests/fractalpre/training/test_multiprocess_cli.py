@@ -73,16 +73,22 @@ def test_two_processes_train_like_one_with_the_same_devices_and_write_each_file_
   assert "loss=" in outs[0][0] and "loss=" not in outs[1][0]  # the summary line from process 0 only
 
 
-def test_a_killed_two_process_job_resumes_with_the_same_command_and_on_one_process(runs):
+def test_a_lost_process_stops_the_job_in_one_line_and_it_resumes_with_the_same_command_and_on_one_process(runs):
+  """Process 1 SIGKILLed mid-run: process 0 stops at once with one line (JAX would abort it with a C++ stack
+  once the missed heartbeats are noticed, 100 s later), and the job resumes from the last checkpoint."""
   root, _ = runs
   killed = root / "killed"
   procs = _start_pair(killed)
   deadline = time.time() + 300
   while not (killed / "checkpoints" / "4").is_dir() and time.time() < deadline:
     time.sleep(0.1)
-  for p in procs:
-    p.send_signal(signal.SIGKILL)
-    p.wait()
+  procs[1].send_signal(signal.SIGKILL)
+  procs[1].wait()
+  _, err = procs[0].communicate(timeout=60)
+  assert procs[0].returncode == 1 and "Traceback" not in err, err[-3000:]
+  assert err.strip().splitlines()[-1] == ("fractalpre.train: error: process 1 of the job ended before it finished (its connection to "
+                      "process 0 closed); this process stops too. The last checkpoint is kept: start the job again "
+                      "with the same command to resume")
   shutil.copytree(killed, root / "killed_then_one")
   _finish(_start_pair(killed))  # the same command
   assert _records(killed) == _records(root / "two")  # bit for bit
