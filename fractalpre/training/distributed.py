@@ -58,10 +58,12 @@ def settle(seconds: float = 3.0) -> None:
 
 def watch(peers: dict[int, socket.socket], process_id: int) -> None:
   """Watches the rendezvous connections (process 0: one to each process; the others: one to process 0) on a
-  daemon thread. A process that ends for any reason says goodbye on them at exit; a connection that closes
-  without it means its process died (killed, out of memory): this process prints one line and exits, where
-  JAX would abort it with a C++ stack once the missed heartbeats are noticed (100 s). A node that vanishes
-  without closing its connections still ends that way."""
+  daemon thread. A process says goodbye on them from its exit handlers; a connection that closes without it
+  means its process died without them (killed, out of memory, a crash of the interpreter): this process
+  prints one line and exits, where JAX would abort it with a C++ stack once the missed heartbeats are
+  noticed (100 s). Not covered: a process that ends with a Python error says goodbye too, so a peer still
+  waiting in a collective ends through JAX; a node that vanishes without closing its connections; with more
+  than two processes, the others name process 0, which stopped for the one lost."""
   leaving = threading.Event()
 
   def goodbye():
@@ -73,7 +75,7 @@ def watch(peers: dict[int, socket.socket], process_id: int) -> None:
         pass
 
   def loop():
-    open_ = dict(peers)
+    open_, heard = dict(peers), {i: b"" for i in peers}
     while open_ and not leaving.is_set():
       ready, _, _ = select.select(list(open_.values()), [], [], 1.0)
       for conn in ready:
@@ -82,7 +84,8 @@ def watch(peers: dict[int, socket.socket], process_id: int) -> None:
           data = conn.recv(64)
         except OSError:
           data = b""
-        if data.startswith(BYE):
+        heard[peer] += data  # a goodbye may come in pieces
+        if BYE in heard[peer]:
           del open_[peer]
         elif not data and not leaving.is_set():
           print(f"\nfractalpre.train: error: process {peer} of the job ended before it finished (its connection to "
