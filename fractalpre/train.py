@@ -71,13 +71,15 @@ def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[
       if FLAGS.distributed:
         distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                                FLAGS.coordinator_timeout)
-        distributed.check_agreement(FLAGS.config)
+      stops = tuple(kind for kind, _ in STOPS)  # every process stops at the same step
       try:
+        distributed.check_agreement(FLAGS.config)
         metrics = train_fn(FLAGS.config, FLAGS.workdir, restart=FLAGS.restart)
-      except Exception as e:
-        if not isinstance(e, (util.UsageError, OutOfSpace, *(kind for kind, _ in STOPS))):  # not a one-line end
-          distributed.settle()
+      except BaseException as e:
+        distributed.leave(clean=isinstance(e, stops),
+                          settle=not isinstance(e, (util.UsageError, OutOfSpace, KeyboardInterrupt, *stops)))
         raise
+      distributed.leave(clean=True)
   except OutOfSpace as e:
     print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
     os._exit(1)  # orbax's writer threads would each print their failure again while Python shuts down

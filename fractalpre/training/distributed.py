@@ -5,7 +5,6 @@ coordinator's address cannot work, one line when a process of a running job ends
 check that every process runs what process 0 runs."""
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import select
@@ -45,56 +44,76 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 
 
 LOST_EXIT = 1
-BYE = b"bye\n"
-_watching = threading.Event()
+GRACE_S = 3.0  # a peer that ends with the error this process is about to raise too is not a lost process
+KEEPALIVE = (10, 5, 4)  # TCP: probe an idle connection after 10 s, every 5 s; 4 unanswered probes: gone
+_peers: dict[int, socket.socket] = {}
+_leaving = threading.Event()
 
 
-def settle(seconds: float = 3.0) -> None:
-  """Called with an unexpected error in a watched job: a lost process also breaks the collectives this one
-  waits in, so give `watch` the moment it needs to end this process with its one line instead."""
-  if _watching.is_set():
-    time.sleep(seconds)
+def leave(clean: bool, settle: bool = False) -> None:
+  """This process is about to end. `clean` (it finished, or stops where every process stops at the same step:
+  a preemption, a diverged loss) says goodbye to its peers; otherwise its connections just close when it
+  exits, and a peer still running stops with the lost line. `settle` (an unexpected error, which a lost peer
+  also causes by breaking the collectives this process waits in) first gives `watch` the moment it needs to
+  end this process with that line instead of a traceback that hides the cause."""
+  if not _peers:
+    return
+  if settle:
+    time.sleep(GRACE_S + 2)
+  _leaving.set()
+  if clean:
+    for conn in _peers.values():
+      try:
+        conn.sendall(b"bye\n")
+      except OSError:
+        pass
 
 
 def watch(peers: dict[int, socket.socket], process_id: int) -> None:
   """Watches the rendezvous connections (process 0: one to each process; the others: one to process 0) on a
-  daemon thread. A process says goodbye on them from its exit handlers; a connection that closes without it
-  means its process died without them (killed, out of memory, a crash of the interpreter): this process
-  prints one line and exits, where JAX would abort it with a C++ stack once the missed heartbeats are
-  noticed (100 s). Not covered: a process that ends with a Python error says goodbye too, so a peer still
-  waiting in a collective ends through JAX; a node that vanishes without closing its connections; with more
-  than two processes, the others name process 0, which stopped for the one lost."""
-  leaving = threading.Event()
+  daemon thread. A connection that closes without a goodbye (`leave`), or goes silent past TCP's keepalive
+  probes (a node that vanished), is a lost process: unless this process is ending too within `GRACE_S` (the
+  same error everywhere), it prints one line naming the lost process and exits 1, where JAX would abort it
+  with a C++ stack once the missed heartbeats are noticed (100 s). Process 0 first passes the name on, so
+  every process names the one that was lost."""
+  _peers.update(peers)
+  for conn in peers.values():
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in zip(("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"), KEEPALIVE):
+      if hasattr(socket, option):  # Linux; elsewhere the system's keepalive (hours) applies
+        conn.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
-  def goodbye():
-    leaving.set()
-    for conn in peers.values():
+  def stop(lost: int) -> None:
+    for conn in (_peers.values() if process_id == 0 else ()):
       try:
-        conn.sendall(BYE)
+        conn.sendall(f"lost {lost}\n".encode())
       except OSError:
         pass
+    print(f"\nfractalpre.train: error: process {lost} of the job ended before it finished; this process "
+          f"({process_id}) stops too. The last checkpoint is kept: start the job again with the same command to "
+          "resume", file=sys.stderr, flush=True)
+    os._exit(LOST_EXIT)
 
   def loop():
     open_, heard = dict(peers), {i: b"" for i in peers}
-    while open_ and not leaving.is_set():
+    while open_ and not _leaving.is_set():
       ready, _, _ = select.select(list(open_.values()), [], [], 1.0)
       for conn in ready:
         peer = next(i for i, c in open_.items() if c is conn)
         try:
           data = conn.recv(64)
-        except OSError:
+        except OSError:  # a keepalive that went unanswered, or a reset
           data = b""
-        heard[peer] += data  # a goodbye may come in pieces
-        if BYE in heard[peer]:
+        heard[peer] += data  # a message may come in pieces
+        if b"bye\n" in heard[peer]:
           del open_[peer]
-        elif not data and not leaving.is_set():
-          print(f"\nfractalpre.train: error: process {peer} of the job ended before it finished (its connection to "
-                f"process {process_id} closed); this process stops too. The last checkpoint is kept: start the job "
-                "again with the same command to resume", file=sys.stderr, flush=True)
-          os._exit(LOST_EXIT)
+        elif b"\n" in heard[peer].partition(b"lost ")[2]:  # process 0 names the one that was lost
+          stop(int(heard[peer].partition(b"lost ")[2].split(b"\n")[0]))
+        elif not data:
+          if not _leaving.wait(GRACE_S):
+            stop(peer)
+          return
 
-  atexit.register(goodbye)
-  _watching.set()
   threading.Thread(target=loop, name="fractalpre-peers", daemon=True).start()
 
 

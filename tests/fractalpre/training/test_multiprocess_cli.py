@@ -86,9 +86,9 @@ def test_a_lost_process_stops_the_job_in_one_line_and_it_resumes_with_the_same_c
   procs[1].wait()
   _, err = procs[0].communicate(timeout=60)
   assert procs[0].returncode == 1 and "Traceback" not in err, err[-3000:]
-  assert err.strip().splitlines()[-1] == ("fractalpre.train: error: process 1 of the job ended before it finished (its connection to "
-                      "process 0 closed); this process stops too. The last checkpoint is kept: start the job again "
-                      "with the same command to resume")
+  assert err.strip().splitlines()[-1] == ("fractalpre.train: error: process 1 of the job ended before it finished; this "
+                                          "process (0) stops too. The last checkpoint is kept: start the job again "
+                                          "with the same command to resume")
   shutil.copytree(killed, root / "killed_then_one")
   _finish(_start_pair(killed))  # the same command
   assert _records(killed) == _records(root / "two")  # bit for bit
