@@ -98,17 +98,26 @@ def step_config(model: str, comm: str, image_size: int = 224, momentum_sync: str
       image_size=image_size, batch_size=batch_per_device * jax.device_count()))
 
 
+OUTER_OPTIONS = {"lr": "lr", "m": "momentum"}
+
+
 def parse_outer(spec: str, workers: int) -> dict:
-  """'H:COMM' or 'H:COMM:F' (F fragments: Streaming DiLoCo) -> the trainer's `outer` config, with the
-  configs' outer lr and momentum (DiLoCo's); '' -> off."""
+  """'H:COMM' or 'H:COMM:F' (F fragments: Streaming DiLoCo), then optionally ':lr=X' and ':m=Y' (the outer
+  lr and Nesterov momentum; by default the configs', DiLoCo's) -> the trainer's `outer` config; '' -> off."""
   from fractalpre.configs import common
   if not spec:
     return dict(common.OUTER)
-  parts = spec.split(":")
-  if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[:1] + parts[2:]):
-    raise ValueError(f"an outer mode is H:COMM or H:COMM:F, e.g. 50:int8 or 50:4bit:5; got {spec!r}")
+  parts = [p for p in spec.split(":") if "=" not in p]
+  options = dict(p.split("=", 1) for p in spec.split(":") if "=" in p)
+  if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[:1] + parts[2:]) or set(options) - set(OUTER_OPTIONS):
+    raise ValueError(f"an outer mode is H:COMM or H:COMM:F, optionally followed by :lr=X and :m=Y (the outer lr and "
+                     f"momentum), e.g. 50:int8, 50:4bit:5 or 10:fp32:lr=1:m=0; got {spec!r}")
+  try:
+    values = {OUTER_OPTIONS[k]: float(v) for k, v in options.items()}
+  except ValueError:
+    raise ValueError(f"the outer lr and m must be numbers, got {spec!r}") from None
   return {**common.OUTER, "workers": workers, "every": int(parts[0]), "comm": parts[1],
-          "fragments": int(parts[2]) if len(parts) == 3 else 1}
+          "fragments": int(parts[2]) if len(parts) == 3 else 1, **values}
 
 
 def sync_steps(config, last_step: int) -> list[int]:

@@ -187,9 +187,6 @@ def worker(args) -> None:
     state, step, batch = lion_ledger.build_step(config, args.classes)
     if args.timing and costs is None:
       costs = _collective_costs(jax.tree.leaves(state["opt_state"])[0].sharding.mesh)
-    ops = lion_ledger.collectives(step.lower(state, batch).compile().as_text(), jax.device_count(),
-                                  lion_ledger.devices_per_node(config))
-    predicted = lion_ledger.step_bytes(ops, config.outer.fragments if spec else 1)
     mesh = trainer.make_mesh()
     sharding = NamedSharding(mesh, P("data"))
     rng = np.random.default_rng(args.process_id)
@@ -197,9 +194,11 @@ def worker(args) -> None:
              "label": np.eye(args.classes, dtype=np.float32)[rng.integers(0, args.classes, args.batch_per_device)]}
     inputs = {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
     compute = _compute_seconds(args, comm, sync, spec, local) if args.timing else None
-    for _ in range(args.warmup):
+    for _ in range(max(args.warmup, 1)):  # the first call compiles the program whose collectives are read
       state, _ = step(state, inputs)
     jax.block_until_ready(state)
+    ops = lion_ledger.collectives(step.compiled.as_text(), jax.device_count(), lion_ledger.devices_per_node(config))
+    predicted = lion_ledger.step_bytes(ops, config.outer.fragments if spec else 1)
     start = int(jax.device_get(state["step"]))
     sent, received, seconds = [], [], []
     # back-to-back windows, so a step's last sends that leave after it ends count in the next one; the

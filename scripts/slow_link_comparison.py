@@ -14,6 +14,8 @@ order, augmentation) of each mode:
   outer:H:COMM     DiLoCo: each node a worker taking H Lion steps alone, then the pseudo-gradients averaged
                    across the nodes in COMM (fp32, bf16, int8, 4bit, 1bit) for an outer Nesterov step (0.7, 0.9)
   outer:H:COMM:F   Streaming DiLoCo: the same in F fragments synced at staggered steps
+  ...:lr=X:m=Y     either outer mode with another outer lr and momentum (e.g. outer:10:fp32:lr=1:m=0, plain
+                   averaging of the workers' parameters every 10 steps)
 
 The target is the loss fp32 Lion ends at (the mean over its seeds of the mean of its last 10% of logged
 steps); a run reaches it at the first logged step where the mean of its last 10% of logged steps (the same
@@ -49,10 +51,13 @@ def label(mode: str) -> str:
     return "fp32 Lion"
   if mode.startswith("cub"):
     return "Lion Cub 1-bit" + (f", momentum sync {mode.partition('/')[2]}" if "/" in mode else "")
-  _, every, comm, *fragments = mode.split(":")
+  _, every, comm, *rest = mode.split(":")
+  fragments = [p for p in rest if "=" not in p]
+  options = "".join(f", outer {'lr' if k == 'lr' else 'momentum'} {v}" for k, v in (p.split("=", 1) for p in rest
+                                                                                   if "=" in p))
   if fragments:
-    return f"Streaming DiLoCo H={every} F={fragments[0]} {comm}"
-  return f"DiLoCo H={every} {comm}"
+    return f"Streaming DiLoCo H={every} F={fragments[0]} {comm}{options}"
+  return f"DiLoCo H={every} {comm}{options}"
 
 
 def check_mode(mode: str) -> str | None:
@@ -63,7 +68,7 @@ def check_mode(mode: str) -> str | None:
   if mode in ("lion", "cub", "cub/exp:4") or (mode.startswith("cub/") and _valid_sync(mode.partition("/")[2])):
     return None
   if not mode.startswith("outer:"):
-    return f"unknown mode {mode!r}; a mode is lion, cub, cub/SYNC, outer:H:COMM or outer:H:COMM:F"
+    return f"unknown mode {mode!r}; a mode is lion, cub, cub/SYNC, outer:H:COMM or outer:H:COMM:F (then optionally :lr=X:m=Y)"
   sys.path.insert(0, str(HERE))
   import lion_ledger
   try:

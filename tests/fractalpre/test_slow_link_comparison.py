@@ -66,6 +66,9 @@ def test_quick_comparison_end_to_end_and_its_rerun(tmp_path, capsys):
     (["--modes", "lion,outer:0:int8"], "--modes: outer:0:int8: outer.every must be an integer >= 1, got 0"),
     (["--modes", "lion,dilcoco"], "--modes: unknown mode 'dilcoco'"),
     (["--modes", "lion,outer:10:fp16"], "outer.comm must be one of fp32, bf16, int8, 4bit, 1bit, got 'fp16'"),
+    (["--modes", "lion,outer:10:fp32:lr=nan"], "outer.lr must be a finite number > 0, got nan"),
+    (["--modes", "lion,outer:10:fp32:m=x"], "the outer lr and m must be numbers, got '10:fp32:m=x'"),
+    (["--modes", "lion,outer:10:fp32:beta=1"], "optionally followed by :lr=X and :m=Y"),
     (["--seeds", "1"], "--seeds must be >= 2 (a spread needs two), got 1"),
     (["--steps", "0"], "--steps must be"),
 ])
