@@ -77,8 +77,9 @@ def test_a_node_that_vanishes_without_closing_its_connection_is_noticed_by_tcp_k
     subprocess.run([*(["ip", "netns", "exec", ns] if ns else []), "ip", *args], check=True, capture_output=True)
 
   try:
-    for ns in names:
-      ip("netns", "add", ns)
+    if subprocess.run(["ip", "netns", "add", names[0]], capture_output=True).returncode:
+      pytest.skip("this machine does not let the tests create network namespaces")
+    ip("netns", "add", names[1])
     ip("link", "add", "v0", "netns", names[0], "type", "veth", "peer", "name", "v1", "netns", names[1])
     for i, ns in enumerate(names):
       ip("addr", "add", f"10.233.7.{i + 1}/24", "dev", f"v{i}", ns=ns)
