@@ -10,7 +10,7 @@ import sys
 import jax
 
 from fractalpre import util
-from fractalpre.training import STOPS, OutOfSpace, distributed, train_and_evaluate
+from fractalpre.training import STOPS, NonFiniteLoss, OutOfSpace, Preempted, distributed, train_and_evaluate
 from fractalpre.training.config_files import config_path, config_spec, unknown_override
 from fractalpre.util import cpu_allocator
 
@@ -71,13 +71,13 @@ def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[
       if FLAGS.distributed:
         distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                                FLAGS.coordinator_timeout)
-      stops = tuple(kind for kind, _ in STOPS)  # every process stops at the same step
       try:
         distributed.check_agreement(FLAGS.config)
         metrics = train_fn(FLAGS.config, FLAGS.workdir, restart=FLAGS.restart)
       except BaseException as e:
-        distributed.leave(clean=isinstance(e, stops),
-                          settle=not isinstance(e, (util.UsageError, OutOfSpace, KeyboardInterrupt, *stops)))
+        # a diverged loss and a preemption stop every process at the same step; a second Ctrl-C, one
+        ends = (util.UsageError, OutOfSpace, KeyboardInterrupt, SystemExit, *(kind for kind, _ in STOPS))
+        distributed.leave(clean=isinstance(e, (NonFiniteLoss, Preempted)), settle=not isinstance(e, ends))
         raise
       distributed.leave(clean=True)
   except OutOfSpace as e:

@@ -107,9 +107,12 @@ def parse_outer(spec: str, workers: int) -> dict:
   from fractalpre.configs import common
   if not spec:
     return dict(common.OUTER)
-  parts = [p for p in spec.split(":") if "=" not in p]
-  options = dict(p.split("=", 1) for p in spec.split(":") if "=" in p)
-  if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[:1] + parts[2:]) or set(options) - set(OUTER_OPTIONS):
+  items = spec.split(":")
+  parts = [p for p in items if "=" not in p]
+  named = [p.split("=", 1) for p in items[len(parts):] if "=" in p]  # after the positional parts only
+  options = dict(named)
+  if (len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[:1] + parts[2:]) or
+      len(parts) + len(named) < len(items) or len(options) < len(named) or set(options) - set(OUTER_OPTIONS)):
     raise ValueError(f"an outer mode is H:COMM or H:COMM:F, optionally followed by :lr=X and :m=Y (the outer lr and "
                      f"momentum), e.g. 50:int8, 50:4bit:5 or 10:fp32:lr=1:m=0; got {spec!r}")
   try:

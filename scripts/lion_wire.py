@@ -478,7 +478,7 @@ def parse(argv=None):
   parser.add_argument("--hierarchy", default="flat", choices=HIERARCHIES, help="(default: %(default)s)")
   parser.add_argument("--local-devices", type=int, default=0, help="processes per node for --hierarchy node")
   parser.add_argument("--steps", type=int, default=10, help="measured steps per mode (default: %(default)s)")
-  parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps first (default: %(default)s)")
+  parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps first, at least one (it compiles) (default: %(default)s)")
   parser.add_argument("--rate", default=None, help="shape each node's egress with tc tbf, e.g. 1gbit (default: unshaped)")
   parser.add_argument("--timing", action="store_true", help="also time each mode alone (compute) and predict step times")
   parser.add_argument("--timeout", type=int, default=1800, help="seconds before the workers are given up (default: %(default)s)")

@@ -53,8 +53,8 @@ def label(mode: str) -> str:
     return "Lion Cub 1-bit" + (f", momentum sync {mode.partition('/')[2]}" if "/" in mode else "")
   _, every, comm, *rest = mode.split(":")
   fragments = [p for p in rest if "=" not in p]
-  options = "".join(f", outer {'lr' if k == 'lr' else 'momentum'} {v}" for k, v in (p.split("=", 1) for p in rest
-                                                                                   if "=" in p))
+  options = "".join(f", outer {'lr' if k == 'lr' else 'momentum'} {float(v):g}" for k, v in (p.split("=", 1) for p in rest
+                                                                                          if "=" in p))
   if fragments:
     return f"Streaming DiLoCo H={every} F={fragments[0]} {comm}{options}"
   return f"DiLoCo H={every} {comm}{options}"

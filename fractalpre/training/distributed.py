@@ -52,21 +52,25 @@ _leaving = threading.Event()
 
 def leave(clean: bool, settle: bool = False) -> None:
   """This process is about to end. `clean` (it finished, or stops where every process stops at the same step:
-  a preemption, a diverged loss) says goodbye to its peers; otherwise its connections just close when it
-  exits, and a peer still running stops with the lost line. `settle` (an unexpected error, which a lost peer
-  also causes by breaking the collectives this process waits in) first gives `watch` the moment it needs to
-  end this process with that line instead of a traceback that hides the cause."""
+  a preemption, a diverged loss) says goodbye to its peers; otherwise its connections are closed now (the
+  process itself may not end for minutes: JAX's exit handler waits for every process at a shutdown
+  barrier), and a peer still running stops with the lost line. `settle` (an unexpected error, which a lost
+  peer also causes by breaking the collectives this one waits in) first gives `watch` the moment it needs
+  to end this process with that line instead of a traceback that hides the cause."""
   if not _peers:
     return
   if settle:
     time.sleep(GRACE_S + 2)
   _leaving.set()
-  if clean:
-    for conn in _peers.values():
-      try:
+  for conn in _peers.values():
+    try:
+      if clean:
         conn.sendall(b"bye\n")
-      except OSError:
-        pass
+      else:
+        conn.shutdown(socket.SHUT_RDWR)
+        conn.close()
+    except OSError:
+      pass
 
 
 def watch(peers: dict[int, socket.socket], process_id: int) -> None:
@@ -97,7 +101,10 @@ def watch(peers: dict[int, socket.socket], process_id: int) -> None:
   def loop():
     open_, heard = dict(peers), {i: b"" for i in peers}
     while open_ and not _leaving.is_set():
-      ready, _, _ = select.select(list(open_.values()), [], [], 1.0)
+      try:
+        ready, _, _ = select.select(list(open_.values()), [], [], 1.0)
+      except (OSError, ValueError):  # `leave` closed them
+        return
       for conn in ready:
         peer = next(i for i, c in open_.items() if c is conn)
         try:
@@ -108,7 +115,10 @@ def watch(peers: dict[int, socket.socket], process_id: int) -> None:
         if b"bye\n" in heard[peer]:
           del open_[peer]
         elif b"\n" in heard[peer].partition(b"lost ")[2]:  # process 0 names the one that was lost
-          stop(int(heard[peer].partition(b"lost ")[2].split(b"\n")[0]))
+          if not _leaving.is_set():
+            lost = heard[peer].partition(b"lost ")[2].split(b"\n")[0]
+            stop(int(lost) if lost.isdigit() else peer)
+          return
         elif not data:
           if not _leaving.wait(GRACE_S):
             stop(peer)
