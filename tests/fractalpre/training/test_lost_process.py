@@ -61,7 +61,9 @@ def test_a_process_that_fails_alone_stops_every_other_one_naming_it(lost, others
   the lost process too."""
   plans = [others] * 3
   plans[lost] = "linger@0.5"
-  procs, start = _job(plans), time.monotonic()
+  procs = _job(plans)
+  assert all(p.stdout.readline() == "watching\n" for p in procs), _ends(procs, 5)
+  start = time.monotonic()  # the plans' clocks start about now
   waiting = [p for i, p in enumerate(procs) if i != lost]
   codes, errs = _ends(waiting)
   assert time.monotonic() - start < 20  # not 30 (the lost one's exit) or 60 (the wait)
