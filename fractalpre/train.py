@@ -75,7 +75,8 @@ def run(train_fn=train_and_evaluate, prog: str = "fractalpre.train", argv: list[
         distributed.check_agreement(FLAGS.config)
         metrics = train_fn(FLAGS.config, FLAGS.workdir, restart=FLAGS.restart)
       except BaseException as e:
-        # a diverged loss and a preemption stop every process at the same step; a second Ctrl-C, one
+        # goodbye only where every process stops at the same step (a diverged loss, a preemption), not on a
+        # second Ctrl-C (this process alone); pause first only for an error that a lost peer may have caused
         ends = (util.UsageError, OutOfSpace, KeyboardInterrupt, SystemExit, *(kind for kind, _ in STOPS))
         distributed.leave(clean=isinstance(e, (NonFiniteLoss, Preempted)), settle=not isinstance(e, ends))
         raise
