@@ -28,8 +28,8 @@ from fractalpre.training import config_files
 from fractalpre.studies.machine import describe_jax
 
 
-def median_step_seconds(config, steps, num_classes=None):
-  """Median wall time of the trainer's step on random data, after compilation."""
+def random_batch_step(config, num_classes=None):
+  """The trainer's step for `config`, its first state and a random batch on the devices."""
   mesh = trainer.make_mesh()
   n = num_classes or config.data.num_classes
   state, _, step = trainer.build(config, mesh, classification.model_from_config(config, n),
@@ -37,12 +37,23 @@ def median_step_seconds(config, steps, num_classes=None):
   b, s = config.batch_size, config.image_size
   batch = {"image": np.random.default_rng(0).normal(size=(b, s, s, 3)).astype(np.float32),
            "label": np.full((b, n), 1.0 / n, np.float32)}
-  return median_seconds(step, state, batch, NamedSharding(mesh, P("data")), steps)
+  sharding = NamedSharding(mesh, P("data"))
+  return step, state, {k: jax.device_put(v, sharding) for k, v in batch.items()}
+
+
+def median_step_seconds(config, steps, num_classes=None):
+  """Median wall time of the trainer's step on random data, after compilation."""
+  return timed_steps(*random_batch_step(config, num_classes), steps)[0]
 
 
 def median_seconds(step, state, batch, sharding, steps):
   """Median wall time of `state, metrics = step(state, batch)` over `steps` calls, after a first one."""
-  batch = {k: jax.device_put(v, sharding) for k, v in batch.items()}
+  return timed_steps(step, state, {k: jax.device_put(v, sharding) for k, v in batch.items()}, steps)[0]
+
+
+def timed_steps(step, state, batch, steps):
+  """The median wall time of `steps` calls of `state, metrics = step(state, batch)` after a first one, and
+  the last state (the step donates the state it is given, so a caller that times again needs it)."""
   state, m = step(state, batch)
   jax.block_until_ready(m)
   times = []
@@ -51,7 +62,7 @@ def median_seconds(step, state, batch, sharding, steps):
     state, m = step(state, batch)
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t)
-  return statistics.median(times)
+  return statistics.median(times), state
 
 
 def step_times(config, steps):

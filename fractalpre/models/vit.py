@@ -64,6 +64,14 @@ def attention(query, key, value, bias=None, mask=None, *, mup: bool = False, dro
   return jax.nn.dot_product_attention(query, key, value, bias=bias, mask=mask, scale=scale)
 
 
+def einsum_attention(query, key, value, bias=None, mask=None, *, mup: bool = False, **unused):
+  """Flax's einsum-softmax attention, which this ViT used before `attention`: the reference its logits are
+  tested against and its speed is compared with (benchmarks/bench_attention.py)."""
+  if mup:
+    query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
+  return nn.dot_product_attention(query, key, value, bias=bias, mask=mask)
+
+
 class EncoderBlock(nn.Module):
   mlp_dim: int
   heads: int

@@ -1,6 +1,5 @@
 """The ViT's attention through jax.nn.dot_product_attention (cuDNN's fused kernel on GPUs) computes what
 Flax's einsum-softmax attention computed, muP's 1/d_head scale included."""
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
@@ -11,13 +10,6 @@ from fractalpre.models import get_model, vit
 TOLERANCE = 1e-5
 
 
-def _einsum_attention(query, key, value, bias=None, mask=None, *, mup=False, **unused):
-  """Flax's attention as the model used it before: muP divided the query by sqrt(d_head) once more."""
-  if mup:
-    query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
-  return nn.dot_product_attention(query, key, value, bias=bias, mask=mask)
-
-
 @pytest.mark.parametrize("kwargs", [{}, {"mup_base_width": 48}, {"pool": "gap"}])
 def test_fused_attention_gives_the_einsum_attention_s_logits(kwargs, monkeypatch):
   model = get_model("vit_cpu", 10, **kwargs)
@@ -26,7 +18,7 @@ def test_fused_attention_gives_the_einsum_attention_s_logits(kwargs, monkeypatch
   variables = jax.tree.unflatten(tree, [0.3 * jax.random.normal(jax.random.key(i), x.shape)
                                         for i, x in enumerate(leaves)])
   fused = model.apply(variables, images)
-  monkeypatch.setattr(vit, "attention", _einsum_attention)
+  monkeypatch.setattr(vit, "attention", vit.einsum_attention)
   reference = model.apply(variables, images)
   assert float(jnp.max(jnp.abs(fused - reference)) / jnp.max(jnp.abs(reference))) < TOLERANCE
   assert float(jnp.max(jnp.abs(reference))) > 0.1  # logits of a size that would show a wrong scale
