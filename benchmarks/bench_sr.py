@@ -16,7 +16,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from bench_train import median_seconds
+from bench_train import timed_steps
 from fractalpre import util
 from fractalpre.training import trainer
 from fractalpre.studies.machine import describe_jax
@@ -33,7 +33,8 @@ def training_rate(config, steps):
   rng = np.random.default_rng(0)
   batch = {"image": rng.random((config.batch_size, p, p, 3), np.float32),
            "target": rng.random((config.batch_size, p * s, p * s, 3), np.float32)}
-  return config.batch_size / median_seconds(step, state, batch, NamedSharding(mesh, P("data")), steps)
+  batch = {k: jax.device_put(v, NamedSharding(mesh, P("data"))) for k, v in batch.items()}
+  return config.batch_size / timed_steps(step, state, batch, steps)[0]
 
 
 def pipeline_rate(config, batches):

@@ -46,11 +46,6 @@ def median_step_seconds(config, steps, num_classes=None):
   return timed_steps(*random_batch_step(config, num_classes), steps)[0]
 
 
-def median_seconds(step, state, batch, sharding, steps):
-  """Median wall time of `state, metrics = step(state, batch)` over `steps` calls, after a first one."""
-  return timed_steps(step, state, {k: jax.device_put(v, sharding) for k, v in batch.items()}, steps)[0]
-
-
 def timed_steps(step, state, batch, steps):
   """The median wall time of `steps` calls of `state, metrics = step(state, batch)` after a first one, and
   the last state (the step donates the state it is given, so a caller that times again needs it)."""
