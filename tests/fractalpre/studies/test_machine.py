@@ -19,3 +19,11 @@ def test_the_commit_of_a_checkout_and_its_changes(tmp_path):
   (tmp_path / "a.py").write_text("x = 2\n")
   assert machine.commit(tmp_path) == f"{head}+changes"
   assert machine.stamp().split(", ")[1].startswith("commit ")
+
+
+def test_the_cpu_is_named_with_its_widest_vector_extension():
+  info = lambda flags: f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n\nprocessor\t: 1\nmodel name\t: X\n"
+  assert machine.cpu(info("fpu avx avx2 fma avx512f avx512bw")) == "AMD EPYC (AVX-512)"
+  assert machine.cpu(info("fpu avx fma avx2 sha_ni")) == "AMD EPYC (AVX2)"
+  assert machine.cpu(info("fpu sse4_2")) == "AMD EPYC"  # the first processor's fields, no extension to name
+  assert machine.describe().endswith(f"cores, Python {__import__('platform').python_version()}")
