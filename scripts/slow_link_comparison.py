@@ -78,6 +78,21 @@ def check_mode(mode: str) -> str | None:
   return None
 
 
+def canonical(mode: str) -> str:
+  """A valid mode as one spelling, so that equal modes share one run folder and one table row: an outer
+  mode's numbers as the trainer reads them (lr=1.0 is lr=1, H=010 is H=10), and a fragment count, outer lr
+  or momentum equal to the default left out."""
+  if not mode.startswith("outer:"):
+    return mode
+  from fractalpre.configs import common
+  sys.path.insert(0, str(HERE))
+  import lion_ledger
+  cfg = lion_ledger.parse_outer(mode[len("outer:"):], NODES)
+  text = f"outer:{cfg['every']}:{cfg['comm']}" + (f":{cfg['fragments']}" if cfg["fragments"] != 1 else "")
+  return text + "".join(f":{short}={cfg[key]:g}" for short, key in lion_ledger.OUTER_OPTIONS.items()
+                        if cfg[key] != common.OUTER[key])
+
+
 def _valid_sync(spec: str) -> bool:
   from fractalpre.optim import lion
   try:
@@ -296,6 +311,11 @@ def main(argv=None):
   for mode in modes:
     if (why := check_mode(mode)):
       parser.error(f"--modes: {why}")
+  same = {}
+  for mode in modes:
+    if (twin := same.setdefault(canonical(mode), mode)) != mode or modes.count(mode) > 1:
+      parser.error(f"--modes names one mode twice: {twin} and {mode} are both {canonical(mode)}")
+  modes = [canonical(m) for m in modes]
   if len({m for m in modes if m.startswith("cub/")}) > 1:
     parser.error("--modes: at most one momentum-sync schedule for cub (the link harness measures one)")
   rates = [r for r in args.rates.split(",") if r] if args.link else []

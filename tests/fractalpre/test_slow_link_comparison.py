@@ -62,6 +62,14 @@ def test_quick_comparison_end_to_end_and_its_rerun(tmp_path, capsys):
   assert "(reused)" in capsys.readouterr().err and json.loads((tmp_path / "results.json").read_text()) == results
 
 
+def test_equal_outer_modes_are_spelled_one_way():
+  canonical = comparison().canonical
+  assert canonical("outer:10:int8:lr=1.0:m=0") == canonical("outer:010:int8:m=0.0:lr=1") == "outer:10:int8:lr=1:m=0"
+  assert canonical("outer:10:fp32:1:lr=0.7:m=0.9") == "outer:10:fp32"  # the defaults: DiLoCo's outer step
+  assert canonical("outer:50:4bit:5:lr=1.5") == "outer:50:4bit:5:lr=1.5"
+  assert canonical("cub/exp:4") == "cub/exp:4" and canonical("lion") == "lion"
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--modes", "lion,outer:0:int8"], "--modes: outer:0:int8: outer.every must be an integer >= 1, got 0"),
     (["--modes", "lion,dilcoco"], "--modes: unknown mode 'dilcoco'"),
@@ -69,6 +77,9 @@ def test_quick_comparison_end_to_end_and_its_rerun(tmp_path, capsys):
     (["--modes", "lion,outer:10:fp32:lr=nan"], "outer.lr must be a finite number > 0, got nan"),
     (["--modes", "lion,outer:10:fp32:m=x"], "the outer lr and m must be numbers, got '10:fp32:m=x'"),
     (["--modes", "lion,outer:10:fp32:beta=1"], "optionally followed by :lr=X and :m=Y"),
+    (["--modes", "lion,outer:10:int8:lr=1,outer:010:int8:lr=1.0"],
+     "--modes names one mode twice: outer:10:int8:lr=1 and outer:010:int8:lr=1.0 are both outer:10:int8:lr=1"),
+    (["--modes", "lion,cub,lion"], "--modes names one mode twice: lion and lion are both lion"),
     (["--seeds", "1"], "--seeds must be >= 2 (a spread needs two), got 1"),
     (["--steps", "0"], "--steps must be"),
 ])
