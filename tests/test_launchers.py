@@ -151,9 +151,8 @@ def test_the_time_limit_saves_requeues_and_the_requeued_job_resumes(tmp_path):
   env = _slurm_env(tmp_path, 2, 2, FRACTALPRE_PYTHON=sys.executable, FRACTALPRE_TCMALLOC="0",
                    SLURM_JOB_ID="4343",  # its own port (24343): the layout tests beside it check that 24242 is free
                    XLA_FLAGS="--xla_force_host_platform_device_count=2",
-                   # the requeued job loads the first one's compiled programs
-                   JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+                   # the requeued job loads the first one's compiled programs (the tests' shared cache)
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   argv = ["bash", str(ROOT / "scripts/slurm/train.sbatch"), "pretrain_1pfrac_vit:runlocal", str(tmp_path / "w"),
           "--config.total_steps=24", "--config.log_every=1", "--config.checkpoint_every=1000",
           "--config.tensorboard=False"]

@@ -92,7 +92,7 @@ def test_ivon_finetuning_learns_curvature_and_reports_bma(tmp_path):
   from fractalpre.training import classification
   config = config_files.load_config("configs/finetune.py:dataset=digits,labels_per_class=5,optimizer=ivon,ess=none,steps=3,batch=64,bma=2")
   config.model.update(dict(patch=8, width=32, depth=1, mlp_dim=64, heads=2))
-  config.tensorboard = False
+  config.update(tensorboard=False, checkpoint_every=3)  # step 3 alone is read back
   final = classification.train_and_evaluate(config, tmp_path, progress=False)
   for k in ("top1", "nll", "ece"):
     assert np.isfinite(final[f"eval_{k}"]) and np.isfinite(final[f"eval_bma_{k}"])

@@ -1,4 +1,5 @@
 """DiLoCo-style training through the trainer: the exact special cases, the bytes each step sends, resume."""
+import os
 import shutil
 import subprocess
 import sys
@@ -178,7 +179,7 @@ RUNLOCAL = ["--config", "pretrain_1pfrac_vit:runlocal", "--config.log_every=1",
 def test_resuming_with_another_worker_count_is_one_line(tmp_path):
   run = lambda workers: subprocess.run([sys.executable, "-m", "fractalpre.train", *RUNLOCAL, "--workdir", str(tmp_path),
                                         f"--config.outer.workers={workers}"],
-                                       capture_output=True, text=True)
+                                       capture_output=True, text=True, env={**os.environ, "FRACTALPRE_TCMALLOC": "0"})
   first = run(2)
   assert first.returncode == 0, first.stderr[-2000:]
   second = run(4)

@@ -65,9 +65,8 @@ def _run_script(workdir, total_steps):
 
 def test_sigkilled_run_resumes_bit_exact(tmp_path):
   whole, killed = tmp_path / "whole", tmp_path / "killed"
-  # The later processes load the first one's compiled programs from JAX's persistent cache.
-  env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
-         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+  # The processes load their compiled programs from the tests' shared persistent cache (tests/conftest.py).
+  env = {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
   subprocess.run([sys.executable, "-c", _run_script(whole, 14)], check=True, capture_output=True, env=env)
   proc = subprocess.Popen([sys.executable, "-c", _run_script(killed, 14)], stderr=subprocess.DEVNULL, env=env)
   deadline = time.time() + 240
