@@ -79,9 +79,12 @@ def check_mode(mode: str) -> str | None:
 
 
 def canonical(mode: str) -> str:
-  """A valid mode as one spelling, so that equal modes share one run folder and one table row: an outer
-  mode's numbers as the trainer reads them (lr=1.0 is lr=1, H=010 is H=10), and a fragment count, outer lr
+  """A valid mode as one spelling, so that equal modes share one run folder and one table row: numbers as
+  the trainer reads them (lr=1.0 is lr=1, H=010 is H=10, exp:04 is exp:4), and a fragment count, outer lr
   or momentum equal to the default left out."""
+  if mode.startswith("cub/"):
+    from fractalpre.optim import lion
+    return "cub/{}:{}".format(*lion.parse_momentum_sync(mode.partition("/")[2]))
   if not mode.startswith("outer:"):
     return mode
   from fractalpre.configs import common
@@ -89,7 +92,8 @@ def canonical(mode: str) -> str:
   import lion_ledger
   cfg = lion_ledger.parse_outer(mode[len("outer:"):], NODES)
   text = f"outer:{cfg['every']}:{cfg['comm']}" + (f":{cfg['fragments']}" if cfg["fragments"] != 1 else "")
-  return text + "".join(f":{short}={cfg[key]:g}" for short, key in lion_ledger.OUTER_OPTIONS.items()
+  number = lambda v: repr(float(v)).removesuffix(".0")  # the shortest text that reads back as the same float
+  return text + "".join(f":{short}={number(cfg[key])}" for short, key in lion_ledger.OUTER_OPTIONS.items()
                         if cfg[key] != common.OUTER[key])
 
 
@@ -313,7 +317,9 @@ def main(argv=None):
       parser.error(f"--modes: {why}")
   same = {}
   for mode in modes:
-    if (twin := same.setdefault(canonical(mode), mode)) != mode or modes.count(mode) > 1:
+    if modes.count(mode) > 1:
+      parser.error(f"--modes names {mode} twice")
+    if (twin := same.setdefault(canonical(mode), mode)) != mode:
       parser.error(f"--modes names one mode twice: {twin} and {mode} are both {canonical(mode)}")
   modes = [canonical(m) for m in modes]
   if len({m for m in modes if m.startswith("cub/")}) > 1:

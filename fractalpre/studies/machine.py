@@ -18,8 +18,9 @@ def describe() -> str:
 
 
 def cpu(cpuinfo: str) -> str:
-  """The CPU model from /proc/cpuinfo's text, with its widest x86 vector extension: XLA:CPU's speed (2x on
-  the same 'AMD EPYC' name with and without AVX-512) and its float rounding depend on it."""
+  """The CPU model from /proc/cpuinfo's text, with its widest x86 vector extension: XLA:CPU picks its
+  kernels by instruction set, so speed and float rounding differ between machines that report the same
+  model name (ViT-Ti/16 trained at half the rate on one 'AMD EPYC' VM as on another)."""
   fields = {}
   for line in cpuinfo.splitlines():
     key, _, value = line.partition(":")

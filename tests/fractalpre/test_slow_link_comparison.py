@@ -67,7 +67,10 @@ def test_equal_outer_modes_are_spelled_one_way():
   assert canonical("outer:10:int8:lr=1.0:m=0") == canonical("outer:010:int8:m=0.0:lr=1") == "outer:10:int8:lr=1:m=0"
   assert canonical("outer:10:fp32:1:lr=0.7:m=0.9") == "outer:10:fp32"  # the defaults: DiLoCo's outer step
   assert canonical("outer:50:4bit:5:lr=1.5") == "outer:50:4bit:5:lr=1.5"
-  assert canonical("cub/exp:4") == "cub/exp:4" and canonical("lion") == "lion"
+  assert canonical("cub/exp:04") == "cub/exp:4" and canonical("lion") == "lion"
+  # every digit kept: a value near the default is not the default, and spelling it again changes nothing
+  assert canonical("outer:10:int8:lr=0.70000001:m=1234567") == "outer:10:int8:lr=0.70000001:m=1234567"
+  assert canonical("outer:10:int8:lr=1e-05") == canonical(canonical("outer:10:int8:lr=0.00001")) == "outer:10:int8:lr=1e-05"
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -79,7 +82,8 @@ def test_equal_outer_modes_are_spelled_one_way():
     (["--modes", "lion,outer:10:fp32:beta=1"], "optionally followed by :lr=X and :m=Y"),
     (["--modes", "lion,outer:10:int8:lr=1,outer:010:int8:lr=1.0"],
      "--modes names one mode twice: outer:10:int8:lr=1 and outer:010:int8:lr=1.0 are both outer:10:int8:lr=1"),
-    (["--modes", "lion,cub,lion"], "--modes names one mode twice: lion and lion are both lion"),
+    (["--modes", "lion,cub,lion"], "--modes names lion twice"),
+    (["--modes", "outer:10:int8:lr=0.1234567,outer:10:int8:lr=0.1234568,lion,lion"], "--modes names lion twice"),
     (["--seeds", "1"], "--seeds must be >= 2 (a spread needs two), got 1"),
     (["--steps", "0"], "--steps must be"),
 ])
