@@ -28,6 +28,7 @@ are reused while what made them is unchanged; killed runs resume.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -44,6 +45,13 @@ MODES = ("lion,cub,cub/exp:4,outer:10:fp32,outer:10:int8,outer:10:1bit,outer:50:
          "outer:50:4bit:5")
 NODES, LOCAL = 2, 4
 QUICK_MODEL = dict(name="vit_cpu", patch=8, width=32, depth=1, mlp_dim=64, heads=2)
+
+
+def _sibling(name: str):
+  """A script beside this one (lion_ledger, lion_wire), imported once."""
+  if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+  return importlib.import_module(name)
 
 
 def label(mode: str) -> str:
@@ -69,8 +77,7 @@ def check_mode(mode: str) -> str | None:
     return None
   if not mode.startswith("outer:"):
     return f"unknown mode {mode!r}; a mode is lion, cub, cub/SYNC, outer:H:COMM or outer:H:COMM:F (then optionally :lr=X:m=Y)"
-  sys.path.insert(0, str(HERE))
-  import lion_ledger
+  lion_ledger = _sibling("lion_ledger")
   try:
     outer.settings(ml_collections.ConfigDict(lion_ledger.parse_outer(mode[len("outer:"):], NODES)), NODES * LOCAL)
   except ValueError as e:
@@ -88,8 +95,7 @@ def canonical(mode: str) -> str:
   if not mode.startswith("outer:"):
     return mode
   from fractalpre.configs import common
-  sys.path.insert(0, str(HERE))
-  import lion_ledger
+  lion_ledger = _sibling("lion_ledger")
   cfg = lion_ledger.parse_outer(mode[len("outer:"):], NODES)
   text = f"outer:{cfg['every']}:{cfg['comm']}" + (f":{cfg['fragments']}" if cfg["fragments"] != 1 else "")
   number = lambda v: repr(float(v)).removesuffix(".0")  # the shortest text that reads back as the same float
@@ -124,8 +130,7 @@ def run_config(mode: str, seed: int, steps: int, quick: bool):
   elif mode.startswith("cub"):
     config.lion.update(comm="mavo_1bit", momentum_sync=mode.partition("/")[2], hierarchy="node", local_devices=LOCAL)
   else:
-    sys.path.insert(0, str(HERE))
-    import lion_ledger
+    lion_ledger = _sibling("lion_ledger")
     config.outer.update(lion_ledger.parse_outer(mode[len("outer:"):], NODES))
   return config
 
@@ -205,8 +210,7 @@ def report(root: Path, modes, seeds: int, steps: int, runs: dict, links: dict, q
 
   from fractalpre.studies import machine
   from fractalpre.studies.transfer import spread
-  sys.path.insert(0, str(HERE))
-  import lion_ledger
+  lion_ledger = _sibling("lion_ledger")
   final = {m: [trailing(r)[1][-1] for r in runs[m].values()] for m in modes}
   target = float(np.mean(final[modes[0]]))
   slowest = min(links, key=lambda r: rate_bits(r)) if links else None
@@ -264,8 +268,7 @@ def report(root: Path, modes, seeds: int, steps: int, runs: dict, links: dict, q
 
 
 def rate_bits(rate: str) -> float:
-  sys.path.insert(0, str(HERE))
-  import lion_wire
+  lion_wire = _sibling("lion_wire")
   return lion_wire._rate_bits(rate)
 
 
@@ -331,8 +334,7 @@ def main(argv=None):
     except ValueError as e:
       parser.error(str(e))
   if args.link:
-    sys.path.insert(0, str(HERE))
-    import lion_wire
+    lion_wire = _sibling("lion_wire")
     if (why := lion_wire.namespaces_usable()):
       parser.error(f"--link: {why}")
   root = Path(args.workdir)
